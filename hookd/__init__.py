@@ -1,0 +1,3 @@
+"""hookd: webhook delivery from a transactional PostgreSQL outbox."""
+
+__version__ = "0.1.0"

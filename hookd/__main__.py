@@ -1,0 +1,5 @@
+import sys
+
+from hookd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,252 @@
+"""Configuration: frozen dataclasses loaded from TOML, with `HOOKD_DSN` and `--dsn` overrides.
+
+All validation lives here. Every problem is reported as one `ConfigError` whose message names the
+key (``section.key``) and what is wrong, so the CLI can print it as a single line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union, get_args, get_origin, get_type_hints
+
+from hookd.errors import ConfigError
+from hookd.retry import DEFAULT_SCHEDULE_S, RetryPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseConfig:
+    """Where the hookd schema lives."""
+
+    dsn: str = ""
+    """libpq connection string or URI. `HOOKD_DSN` or `--dsn` replace it."""
+    pool_size: int = 4
+    """Connections in the daemon's pool (claims and outcome writes); the listener has its own."""
+    connect_timeout_s: float = 10.0
+    """Seconds to wait for a new connection."""
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """Claiming, leases, wake-ups and shutdown."""
+
+    poll_interval_s: float = 1.0
+    """Longest sleep between looks for work when no notification arrives (the polling fallback)."""
+    claim_batch: int = 500
+    """Most events (and due deliveries) claimed per query."""
+    max_in_flight: int = 1024
+    """Most deliveries held by this process at once (queued locally or being sent)."""
+    lease_s: float = 120.0
+    """How long a claimed delivery stays ours; another daemon may take it after that."""
+    flush_interval_s: float = 0.02
+    """Longest time an outcome waits in memory before it is written back."""
+    flush_batch: int = 1000
+    """Outcomes that trigger an immediate write."""
+    shutdown_grace_s: float = 10.0
+    """On SIGTERM: how long in-flight requests may finish before they are cancelled and released."""
+    listener_check_interval_s: float = 2.0
+    """How often the LISTEN connection proves it still receives notifications (a self-NOTIFY)."""
+    listener_check_timeout_s: float = 2.0
+    """How long the self-NOTIFY may take before the listener is declared dead and reconnected."""
+
+
+@dataclass(frozen=True, slots=True)
+class HttpConfig:
+    """Outgoing requests."""
+
+    connect_timeout_s: float = 5.0
+    """Seconds to open a connection (DNS, TCP and TLS)."""
+    total_timeout_s: float = 30.0
+    """Seconds for a whole attempt, from asking for a connection to the end of the response."""
+    per_host_limit: int = 64
+    """Concurrent requests per origin (scheme, host, port); DESIGN-NOTES item 8 finds more useless."""
+    per_endpoint_limit: int = 32
+    """Concurrent requests per endpoint."""
+    response_body_max_bytes: int = 4096
+    """Bytes of each response body kept in the attempt log; a longer body ends the read."""
+    user_agent: str = "hookd"
+    """The User-Agent header sent with every request."""
+
+
+@dataclass(frozen=True, slots=True)
+class RetryConfig:
+    """The retry policy for failed attempts (see hookd/retry.py)."""
+
+    schedule_s: tuple[float, ...] = DEFAULT_SCHEDULE_S
+    """Delay before each attempt, in seconds; the first entry is the first attempt's delay."""
+    jitter: float = 0.2
+    """Each delay is moved by up to this fraction, up or down."""
+    max_attempts: int = len(DEFAULT_SCHEDULE_S)
+    """Attempts before a delivery is dead-lettered (state `failed`)."""
+    max_age_s: float = 3 * 86400.0
+    """No attempt is scheduled later than this many seconds after the delivery was created."""
+
+    def policy(self) -> RetryPolicy:
+        """The RetryPolicy these settings describe."""
+        return RetryPolicy(
+            schedule_s=self.schedule_s,
+            jitter=self.jitter,
+            max_attempts=self.max_attempts,
+            max_age_s=self.max_age_s,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Logging to stderr."""
+
+    level: str = "info"
+    """One of debug, info, warning, error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    database: DatabaseConfig = field(default_factory=DatabaseConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    retry: RetryConfig = field(default_factory=RetryConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+
+
+_LEVELS = {"debug", "info", "warning", "error"}
+
+
+def _convert(where: str, value: Any, kind: Any) -> Any:
+    origin = get_origin(kind)
+    if origin in (Union, types.UnionType):
+        options = [a for a in get_args(kind) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(where, value, options[0])
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
+        (item,) = {a for a in get_args(kind) if a is not Ellipsis}
+        return tuple(_convert(f"{where}[{i}]", v, item) for i, v in enumerate(value))
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported setting type")  # pragma: no cover
+
+
+def _section(name: str, cls: type[Any], raw: Any) -> Any:
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"[{name}]: expected a table")
+    hints = get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(f"{name}.{key}: unknown setting (known: {', '.join(sorted(known))})")
+    values = {k: _convert(f"{name}.{k}", v, hints[k]) for k, v in raw.items()}
+    return cls(**values)
+
+
+def _positive(where: str, value: float) -> None:
+    if value <= 0:
+        raise ConfigError(f"{where}: must be greater than 0, got {value}")
+
+
+def validate(cfg: Config) -> Config:
+    """Check ranges and relations between settings; return `cfg`.
+
+    Raises:
+        ConfigError: naming the first key that is wrong.
+    """
+    d, h = cfg.daemon, cfg.http
+    for where, value in [
+        ("database.pool_size", cfg.database.pool_size),
+        ("database.connect_timeout_s", cfg.database.connect_timeout_s),
+        ("daemon.poll_interval_s", d.poll_interval_s),
+        ("daemon.claim_batch", d.claim_batch),
+        ("daemon.max_in_flight", d.max_in_flight),
+        ("daemon.lease_s", d.lease_s),
+        ("daemon.flush_interval_s", d.flush_interval_s),
+        ("daemon.flush_batch", d.flush_batch),
+        ("daemon.listener_check_interval_s", d.listener_check_interval_s),
+        ("daemon.listener_check_timeout_s", d.listener_check_timeout_s),
+        ("http.connect_timeout_s", h.connect_timeout_s),
+        ("http.total_timeout_s", h.total_timeout_s),
+        ("http.per_host_limit", h.per_host_limit),
+        ("http.per_endpoint_limit", h.per_endpoint_limit),
+        ("http.response_body_max_bytes", h.response_body_max_bytes),
+    ]:
+        _positive(where, value)
+    if d.shutdown_grace_s < 0:
+        raise ConfigError(f"daemon.shutdown_grace_s: must be 0 or more, got {d.shutdown_grace_s}")
+    if d.poll_interval_s > 60:
+        raise ConfigError(f"daemon.poll_interval_s: at most 60 seconds, got {d.poll_interval_s}")
+    if d.lease_s <= h.total_timeout_s + d.flush_interval_s:
+        raise ConfigError(
+            f"daemon.lease_s: must exceed http.total_timeout_s ({h.total_timeout_s}) so a lease "
+            f"outlives every attempt, got {d.lease_s}"
+        )
+    if h.connect_timeout_s > h.total_timeout_s:
+        raise ConfigError("http.connect_timeout_s: must not exceed http.total_timeout_s")
+    if cfg.log.level not in _LEVELS:
+        raise ConfigError(
+            f"log.level: must be one of {', '.join(sorted(_LEVELS))}, got {cfg.log.level!r}"
+        )
+    try:
+        cfg.retry.policy()
+    except ValueError as exc:
+        raise ConfigError(f"retry: {exc}") from None
+    return cfg
+
+
+def from_mapping(raw: Mapping[str, Any]) -> Config:
+    """Build and validate a Config from parsed TOML. Raises ConfigError."""
+    sections: dict[str, Any] = {}
+    kinds = {f.name: get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+    for name, value in raw.items():
+        if name not in kinds:
+            raise ConfigError(f"[{name}]: unknown section (known: {', '.join(sorted(kinds))})")
+        sections[name] = _section(name, kinds[name], value)
+    return validate(Config(**sections))
+
+
+def load(path: str | os.PathLike[str] | None, dsn: str | None = None) -> Config:
+    """Load the TOML file at `path` (None: defaults only) and apply the DSN override.
+
+    The DSN comes from, in order: the `dsn` argument (`--dsn`), `HOOKD_DSN`, the file.
+
+    Raises:
+        ConfigError: unreadable file, TOML syntax error, unknown or invalid key, or no DSN at all.
+    """
+    raw: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        try:
+            raw = tomllib.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{p}: no such configuration file") from None
+        except OSError as exc:
+            raise ConfigError(f"{p}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{p}: invalid TOML: {exc}") from None
+    cfg = from_mapping(raw)
+    override = dsn or os.environ.get("HOOKD_DSN")
+    if override:
+        cfg = dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, dsn=override))
+    if not cfg.database.dsn:
+        raise ConfigError("database.dsn: not set (give it in the file, in HOOKD_DSN or with --dsn)")
+    return cfg

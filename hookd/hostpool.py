@@ -1,0 +1,178 @@
+"""Per-origin HTTP connection pools with concurrency limits and capped response reads.
+
+One aiohttp ClientSession (and so one keep-alive pool) per origin (scheme, host, port): a slow or
+dead receiver can only use its own pool's slots. Redirects are never followed (DESIGN-NOTES
+item 9): a 3xx is returned as it is and the redirect target receives nothing. aiohttp's exceptions
+are mapped here to `FailureKind`, so `classify` stays free of aiohttp.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from hookd.classify import FailureKind
+from hookd.config import HttpConfig
+
+
+class Origin(NamedTuple):
+    """The key of a connection pool (RFC 6454 origin)."""
+
+    scheme: str
+    host: str
+    port: int
+
+    @classmethod
+    def of(cls, url: str) -> Origin:
+        """The origin of `url`. Raises ValueError for a URL without an http(s) scheme or host."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {url!r}")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return cls(parts.scheme, parts.hostname.lower(), port)
+
+    def __str__(self) -> str:
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    """A received HTTP response: status, Retry-After header and the kept start of the body."""
+
+    status: int
+    retry_after: str | None
+    body: bytes
+    """At most `response_body_max_bytes` bytes."""
+
+
+class SendFailed(Exception):
+    """No HTTP response was received; `kind` says why, the message gives detail."""
+
+    def __init__(self, kind: FailureKind, detail: str) -> None:
+        super().__init__(detail)
+        self.kind = kind
+
+
+def failure_kind(exc: BaseException) -> FailureKind:
+    """Map an exception raised while sending to a FailureKind (the aiohttp ClientError tree).
+
+    Order matters: the DNS and certificate errors are subclasses of ClientConnectorError.
+    """
+    if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
+        return FailureKind.TIMEOUT
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return FailureKind.DNS
+    if isinstance(
+        exc, aiohttp.ClientConnectorCertificateError | aiohttp.ClientSSLError | ssl.SSLError
+    ):
+        return FailureKind.TLS
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return FailureKind.CONNECT
+    if isinstance(exc, aiohttp.ServerDisconnectedError | aiohttp.ClientPayloadError):
+        return FailureKind.DISCONNECT
+    if isinstance(exc, aiohttp.ClientConnectionResetError | ConnectionResetError):
+        return FailureKind.RESET
+    if isinstance(exc, aiohttp.InvalidUrlClientError | aiohttp.NonHttpUrlClientError):
+        return FailureKind.INVALID
+    if isinstance(exc, aiohttp.ClientOSError | OSError):
+        return FailureKind.CONNECT
+    return FailureKind.OTHER
+
+
+class HostPools:
+    """Owns one ClientSession per origin; an async context manager that closes them all.
+
+    Limits: `per_host_limit` connections per origin (the connector's limit, so requests beyond it
+    wait for a connection inside the attempt's total timeout only after the caller's own slot
+    accounting let them through).
+    """
+
+    def __init__(self, cfg: HttpConfig) -> None:
+        self._cfg = cfg
+        self._sessions: dict[Origin, aiohttp.ClientSession] = {}
+        self._semaphores: dict[Origin, asyncio.Semaphore] = {}
+
+    async def __aenter__(self) -> HostPools:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close every session; idempotent."""
+        sessions, self._sessions = self._sessions, {}
+        for s in sessions.values():
+            await s.close()
+
+    def slots(self, origin: Origin) -> asyncio.Semaphore:
+        """The semaphore bounding concurrent requests to `origin`."""
+        sem = self._semaphores.get(origin)
+        if sem is None:
+            sem = self._semaphores[origin] = asyncio.Semaphore(self._cfg.per_host_limit)
+        return sem
+
+    def _session(self, origin: Origin) -> aiohttp.ClientSession:
+        session = self._sessions.get(origin)
+        if session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self._cfg.per_host_limit,
+                limit_per_host=0,
+                ttl_dns_cache=30,
+                keepalive_timeout=30,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,
+                headers={"User-Agent": self._cfg.user_agent},
+                skip_auto_headers=("Accept-Encoding",),
+            )
+            self._sessions[origin] = session
+        return session
+
+    async def post(
+        self,
+        origin: Origin,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        connect_timeout_s: float | None = None,
+        total_timeout_s: float | None = None,
+    ) -> Response:
+        """POST `body` to `url` and return the response; never follows redirects.
+
+        Reads at most `response_body_max_bytes` of the body; a longer (or endless) body ends the
+        read and closes that connection instead of returning it to the pool.
+
+        Raises:
+            SendFailed: no response (timeout, DNS, connect, TLS, reset, disconnect).
+        """
+        cfg = self._cfg
+        timeout = aiohttp.ClientTimeout(
+            total=total_timeout_s or cfg.total_timeout_s,
+            sock_connect=connect_timeout_s or cfg.connect_timeout_s,
+        )
+        cap = cfg.response_body_max_bytes
+        try:
+            async with self._session(origin).post(
+                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
+            ) as resp:
+                kept = bytearray()
+                while len(kept) < cap:
+                    chunk = await resp.content.read(cap - len(kept))
+                    if not chunk:
+                        break
+                    kept += chunk
+                if not resp.content.at_eof():
+                    # Unread body: do not hand this connection back to the pool.
+                    resp.close()
+                return Response(resp.status, resp.headers.get("Retry-After"), bytes(kept))
+        except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
+            kind = failure_kind(exc)
+            raise SendFailed(kind, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc

@@ -1,0 +1,144 @@
+"""The dedicated LISTEN connection: wake-ups, its own health check, and reconnects.
+
+Notifications are lost while the connection is down, and a silently dead TCP path gives asyncpg no
+signal (DESIGN-NOTES item 5). So the listener proves itself every `check_interval_s` with a
+self-NOTIFY round trip on the ping channel; a ping that does not come back within
+`check_timeout_s`, a query that hangs, or a termination reported by asyncpg makes it drop the
+connection, reconnect with backoff, and call `on_reconnect` so the daemon re-scans for work that was
+committed during the gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import asyncpg
+
+log = logging.getLogger("hookd.listener")
+
+WAKE_CHANNEL = "hookd_wake"
+PING_CHANNEL = "hookd_ping"
+
+
+class Listener:
+    """Keeps one LISTEN connection alive and calls `on_wake()` for every wake notification.
+
+    `ready` is set while the connection listens (cleared while reconnecting); `/readyz` and
+    systemd readiness read it. Run it with `await listener.run()` inside a TaskGroup; cancel to stop.
+    """
+
+    def __init__(
+        self,
+        dsn: str,
+        on_wake: Callable[[], None],
+        on_reconnect: Callable[[], None],
+        *,
+        check_interval_s: float,
+        check_timeout_s: float,
+        connect_timeout_s: float,
+        token: str,
+    ) -> None:
+        self._dsn = dsn
+        self._on_wake = on_wake
+        self._on_reconnect = on_reconnect
+        self._check_interval_s = check_interval_s
+        self._check_timeout_s = check_timeout_s
+        self._connect_timeout_s = connect_timeout_s
+        self._token = token
+        self._pings = 0
+        self._pong: asyncio.Future[None] | None = None
+        self._lost: asyncio.Event = asyncio.Event()
+        self.ready = asyncio.Event()
+        self.reconnects = 0
+        """Reconnects after the first connection (for metrics and tests)."""
+        self.on_reconnect_metric: Callable[[], None] = lambda: None
+
+    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+        if channel == WAKE_CHANNEL:
+            self._on_wake()
+        elif (
+            channel == PING_CHANNEL
+            and payload == f"{self._token}:{self._pings}"
+            and self._pong is not None
+            and not self._pong.done()
+        ):
+            self._pong.set_result(None)
+
+    def _terminated(self, conn: Any) -> None:
+        self._lost.set()
+
+    async def _connect(self) -> asyncpg.Connection:
+        conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s)
+        try:
+            await conn.add_listener(WAKE_CHANNEL, self._notified)
+            await conn.add_listener(PING_CHANNEL, self._notified)
+            conn.add_termination_listener(self._terminated)
+        except BaseException:
+            conn.terminate()
+            raise
+        return conn
+
+    async def _ping(self, conn: asyncpg.Connection) -> bool:
+        """One self-NOTIFY round trip; False if it failed or did not come back in time."""
+        self._pings += 1
+        loop = asyncio.get_running_loop()
+        self._pong = loop.create_future()
+        try:
+            async with asyncio.timeout(self._check_timeout_s):
+                await conn.execute(
+                    "SELECT pg_notify($1, $2)", PING_CHANNEL, f"{self._token}:{self._pings}"
+                )
+                await self._pong
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+            return False
+        finally:
+            self._pong = None
+        return True
+
+    async def run(self) -> None:
+        """Listen until cancelled, reconnecting whenever the connection is lost or stops answering."""
+        backoff_s = 0.1
+        first = True
+        while True:
+            try:
+                conn = await self._connect()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+                log.warning("listener cannot connect (%s); retrying in %.1f s", exc, backoff_s)
+                await asyncio.sleep(backoff_s * (0.5 + random.random()))
+                backoff_s = min(backoff_s * 2, 5.0)
+                continue
+            backoff_s = 0.1
+            self._lost.clear()
+            self.ready.set()
+            if not first:
+                self.reconnects += 1
+                self.on_reconnect_metric()
+                log.info("listener reconnected; re-scanning for work")
+            first = False
+            # Work may have been committed while no one listened (or before we started).
+            self._on_reconnect()
+            try:
+                reason = await self._watch(conn)
+                log.warning("listener connection lost (%s); reconnecting", reason)
+            finally:
+                self.ready.clear()
+                # terminate(): close() could hang on a dead TCP path (see asyncpg close vs terminate).
+                conn.terminate()
+
+    async def _watch(self, conn: asyncpg.Connection) -> str:
+        """Return why the connection must be replaced."""
+        while True:
+            try:
+                async with asyncio.timeout(self._check_interval_s):
+                    await self._lost.wait()
+                return "connection terminated"
+            except TimeoutError:
+                pass
+            if conn.is_closed():
+                return "connection closed"
+            if not await self._ping(conn):
+                return f"health check got no answer within {self._check_timeout_s} s"

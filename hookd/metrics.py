@@ -1,0 +1,103 @@
+"""Every Prometheus metric hookd exports, defined once on hookd's own registry.
+
+Labels are bounded: outcome, status class, wake-up source. Never URLs, paths or ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+import hookd
+
+_LATENCY_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+)
+_LAG_BUCKETS_S = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    300,
+    1800,
+    7200,
+    36000,
+)
+
+
+class Metrics:
+    """The metric objects of one daemon, on their own registry (tests may build several)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.build_info = Info("hookd_build", "hookd version.", registry=r)
+        self.build_info.info({"version": hookd.__version__})
+        self.events_claimed = Counter(
+            "hookd_events_claimed_total", "Events taken from the outbox and fanned out.", registry=r
+        )
+        self.deliveries = Counter(
+            "hookd_deliveries_total",
+            "Delivery outcomes written back, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.attempts = Counter(
+            "hookd_attempts_total",
+            "HTTP attempts by result class (2xx, 3xx, 4xx, 5xx, timeout, connect_error, "
+            "refused_destination).",
+            ["status_class"],
+            registry=r,
+        )
+        self.attempt_duration = Histogram(
+            "hookd_attempt_duration_seconds",
+            "Duration of HTTP attempts.",
+            buckets=_LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.lag = Histogram(
+            "hookd_delivery_lag_seconds",
+            "Time from publish to a 2xx answer.",
+            buckets=_LAG_BUCKETS_S,
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "hookd_deliveries_in_flight", "Deliveries held by this process.", registry=r
+        )
+        self.wakeups = Counter(
+            "hookd_wakeups_total",
+            "Dispatcher wake-ups by source (notify, poll).",
+            ["source"],
+            registry=r,
+        )
+        self.listener_reconnects = Counter(
+            "hookd_listener_reconnects_total", "LISTEN connection replaced.", registry=r
+        )
+        self.db_errors = Counter(
+            "hookd_database_errors_total", "Failed database operations.", registry=r
+        )
+        for outcome in ("delivered", "retry_scheduled", "failed", "paused"):
+            self.deliveries.labels(outcome)
+        for source in ("notify", "poll"):
+            self.wakeups.labels(source)

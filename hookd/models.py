@@ -1,0 +1,83 @@
+"""Frozen value types shared by every module: endpoints, deliveries and attempt outcomes."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+
+class DeliveryState(enum.StrEnum):
+    """States of a delivery (see ARCHITECTURE.md for who moves it between them)."""
+
+    PENDING = "pending"
+    """Waiting for its next attempt, or leased by a daemon that is attempting it."""
+    DELIVERED = "delivered"
+    """A 2xx answer was received. Final."""
+    FAILED = "failed"
+    """The dead letter: retries exhausted or the delivery cannot be sent. Kept; `hookd retry` revives."""
+    PAUSED = "paused"
+    """Its endpoint is disabled; `hookd endpoint enable` makes it pending again."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """A receiver URL and the filter that decides which events it gets."""
+
+    id: int
+    url: str
+    tenant: str | None
+    event_types: tuple[str, ...]
+    secret: str
+    enabled: bool
+    disabled_reason: str | None
+    settings: Mapping[str, Any]
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One leased (event, endpoint) pair, ready for an attempt.
+
+    `attempt` is the number of this attempt (1 for the first). `payload` is the event's JSON text as
+    stored, so the body is built without parsing it.
+    """
+
+    id: int
+    endpoint_id: int
+    attempt: int
+    event_id: int
+    event_type: str
+    published_at: datetime
+    payload: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptRecord:
+    """One HTTP attempt for the attempt log. Times in Unix seconds, duration in seconds."""
+
+    delivery_id: int
+    attempt: int
+    started_unix_s: float
+    duration_s: float
+    status: int | None
+    error: str | None
+    response_body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What to write back for a delivery after an attempt.
+
+    `retry_in_s` is set when `state` is pending: seconds from the write until the next attempt.
+    """
+
+    delivery_id: int
+    attempt: int
+    state: DeliveryState
+    retry_in_s: float | None
+    status: int | None
+    error: str | None

@@ -1,0 +1,163 @@
+-- Named queries used by hookd.store. Each block starts with "-- name: <name>".
+
+-- name: fan_out
+-- Claim up to $1 events not yet fanned out and create one delivery per matching enabled endpoint.
+-- Deliveries are leased at once to $3 for $2 seconds, except those of endpoints in $4 (their local
+-- queue is full), which are left pending and due for a later claim.
+WITH ev AS (
+    SELECT id, event_type, tenant, created_at, payload
+    FROM hookd.events
+    WHERE fanned_out_at IS NULL
+    ORDER BY id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), marked AS (
+    UPDATE hookd.events e SET fanned_out_at = now() FROM ev WHERE e.id = ev.id
+), ins AS (
+    INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner)
+    SELECT ev.id, ep.id,
+           CASE WHEN held THEN 0 ELSE 1 END,
+           CASE WHEN held THEN now() ELSE now() + make_interval(secs => $2) END,
+           CASE WHEN held THEN NULL ELSE $3::uuid END
+    FROM ev
+    JOIN hookd.endpoints ep
+      ON ep.enabled
+     AND ep.tenant IS NOT DISTINCT FROM ev.tenant
+     AND ep.created_at <= ev.created_at
+     AND hookd.filter_matches(ep.event_types, ev.event_type)
+    CROSS JOIN LATERAL (SELECT ep.id = ANY ($4::bigint[]) AS held) h
+    ON CONFLICT (event_id, endpoint_id) DO NOTHING
+    RETURNING id, event_id, endpoint_id, attempts, lease_owner
+)
+-- One row per delivery created, plus one row with NULL delivery columns per event that matched no
+-- endpoint, so the caller can count the events it claimed. `leased` tells which rows are ours.
+SELECT ins.id, ins.endpoint_id, ins.attempts, ins.lease_owner IS NOT NULL AS leased,
+       ev.id AS event_id, ev.event_type, ev.created_at, ev.payload
+FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
+
+-- name: claim_due
+-- Lease up to $1 pending deliveries that are due (retries and expired leases) to $3 for $2
+-- seconds, skipping endpoints in $4 whose local queue is full.
+WITH due AS (
+    SELECT id
+    FROM hookd.deliveries
+    WHERE state = 'pending' AND next_attempt_at <= now()
+      AND endpoint_id <> ALL ($4::bigint[])
+    ORDER BY next_attempt_at
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE hookd.deliveries d
+SET attempts = d.attempts + 1,
+    next_attempt_at = now() + make_interval(secs => $2),
+    lease_owner = $3
+FROM due, hookd.events e
+WHERE d.id = due.id AND e.id = d.event_id
+RETURNING d.id, d.endpoint_id, d.attempts, e.id AS event_id, e.event_type, e.created_at,
+          e.payload, d.created_at AS delivery_created_at;
+
+-- name: record_outcomes
+-- Write back a batch of attempt outcomes. Only rows still leased to $8 at the same attempt count
+-- are touched, so a delivery whose lease expired and was taken over is left to its new owner.
+WITH o AS (
+    SELECT *
+    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[])
+        AS o (id, attempts, state, retry_in_s, status, error)
+), upd AS (
+    UPDATE hookd.deliveries d
+    SET state = o.state,
+        next_attempt_at = CASE WHEN o.retry_in_s IS NULL THEN d.next_attempt_at
+                               ELSE now() + make_interval(secs => o.retry_in_s) END,
+        lease_owner = NULL,
+        last_status = o.status,
+        last_error = o.error,
+        finished_at = CASE WHEN o.state IN ('delivered', 'failed') THEN now() END
+    FROM o
+    WHERE d.id = o.id AND d.lease_owner = $7 AND d.attempts = o.attempts
+    RETURNING d.id
+)
+SELECT count(*) FROM upd;
+
+-- name: record_attempts
+INSERT INTO hookd.attempts (delivery_id, attempt, started_at, duration_s, status, error, response_body)
+SELECT id, attempt, to_timestamp(started), duration_s, status, error, body
+FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::float8[], $5::int[], $6::text[], $7::text[])
+    AS a (id, attempt, started, duration_s, status, error, body);
+
+-- name: release
+-- Give back leased deliveries that were never attempted (shutdown, lease too close to expiry).
+UPDATE hookd.deliveries
+SET attempts = attempts - 1, next_attempt_at = now(), lease_owner = NULL
+WHERE id = ANY ($1::bigint[]) AND lease_owner = $2;
+
+-- name: set_sleeping
+UPDATE hookd.waker SET sleeping = $1 WHERE sleeping IS DISTINCT FROM $1;
+
+-- name: next_due_in
+-- Seconds until the earliest pending delivery is due (negative if overdue), NULL if none.
+SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
+FROM hookd.deliveries WHERE state = 'pending';
+
+-- name: has_work
+SELECT EXISTS (SELECT 1 FROM hookd.events WHERE fanned_out_at IS NULL)
+    OR EXISTS (SELECT 1 FROM hookd.deliveries WHERE state = 'pending' AND next_attempt_at <= now());
+
+-- name: install_id
+SELECT install_id FROM hookd.meta;
+
+-- name: endpoints_all
+SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at
+FROM hookd.endpoints ORDER BY id;
+
+-- name: endpoint_insert
+INSERT INTO hookd.endpoints (url, tenant, event_types, secret, settings)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at;
+
+-- name: endpoint_set_enabled
+WITH ep AS (
+    UPDATE hookd.endpoints
+    SET enabled = $2, disabled_reason = $3, updated_at = now()
+    WHERE id = $1
+    RETURNING id
+), paused AS (
+    -- Disabling pauses the endpoint's pending deliveries; enabling resumes them at once.
+    UPDATE hookd.deliveries d
+    SET state = CASE WHEN $2 THEN 'pending' ELSE 'paused' END,
+        next_attempt_at = CASE WHEN $2 THEN now() ELSE d.next_attempt_at END,
+        lease_owner = NULL
+    FROM ep
+    WHERE d.endpoint_id = ep.id AND d.state = CASE WHEN $2 THEN 'paused' ELSE 'pending' END
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM ep) AS found, (SELECT count(*) FROM paused) AS moved;
+
+-- name: deliveries_list
+SELECT d.id, d.event_id, d.endpoint_id, d.state, d.attempts, d.next_attempt_at, d.last_status,
+       d.last_error, d.created_at, d.finished_at, e.event_type
+FROM hookd.deliveries d JOIN hookd.events e ON e.id = d.event_id
+WHERE ($1::text IS NULL OR d.state = $1)
+  AND ($2::bigint IS NULL OR d.endpoint_id = $2)
+ORDER BY d.id DESC
+LIMIT $3;
+
+-- name: retry_failed
+-- Put dead-lettered deliveries back in the queue (one more attempt each; the attempt counter keeps
+-- counting): by ids, by endpoint, and/or by creation time.
+UPDATE hookd.deliveries
+SET state = 'pending', next_attempt_at = now(), finished_at = NULL, lease_owner = NULL
+WHERE state = 'failed'
+  AND ($1::bigint[] IS NULL OR id = ANY ($1))
+  AND ($2::bigint IS NULL OR endpoint_id = $2)
+  AND ($3::timestamptz IS NULL OR created_at >= $3)
+  AND ($4::timestamptz IS NULL OR created_at < $4)
+RETURNING id;
+
+-- name: status_counts
+SELECT
+    (SELECT count(*) FROM hookd.events WHERE fanned_out_at IS NULL) AS outbox_backlog,
+    (SELECT count(*) FILTER (WHERE state = 'pending') FROM hookd.deliveries) AS pending,
+    (SELECT count(*) FILTER (WHERE state = 'paused') FROM hookd.deliveries) AS paused,
+    (SELECT count(*) FILTER (WHERE state = 'failed') FROM hookd.deliveries) AS failed,
+    (SELECT extract(epoch FROM now() - min(created_at))::float8
+       FROM hookd.deliveries WHERE state = 'pending') AS oldest_pending_s;

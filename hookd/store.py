@@ -1,0 +1,241 @@
+"""The only module that runs SQL. Queries live in `sql/queries.sql` as named blocks.
+
+Every method returns models, never driver records. Methods that write outcomes are fenced by the
+lease owner, so a daemon whose lease expired cannot overwrite another daemon's work.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import asyncpg
+import orjson
+
+from hookd.models import AttemptRecord, Delivery, Endpoint, Outcome
+
+
+def _load_queries() -> dict[str, str]:
+    text = resources.files("hookd.sql").joinpath("queries.sql").read_text(encoding="utf-8")
+    parts = re.split(r"^-- name: (\w+)\n", text, flags=re.MULTILINE)
+    return {parts[i]: parts[i + 1].strip() for i in range(1, len(parts), 2)}
+
+
+QUERIES = _load_queries()
+
+
+@dataclass(frozen=True, slots=True)
+class FanOut:
+    """Result of one fan-out claim: how many events were taken and the deliveries created."""
+
+    events_claimed: int
+    created: int
+    """Deliveries created, including those left unleased for saturated endpoints."""
+    deliveries: list[Delivery]
+    """The created deliveries leased to us."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusCounts:
+    """Backlog figures for `hookd status` and metrics."""
+
+    outbox_backlog: int
+    pending: int
+    paused: int
+    failed: int
+    oldest_pending_s: float | None
+
+
+def _endpoint(r: asyncpg.Record) -> Endpoint:
+    settings = r["settings"]
+    return Endpoint(
+        id=r["id"],
+        url=r["url"],
+        tenant=r["tenant"],
+        event_types=tuple(r["event_types"]),
+        secret=r["secret"],
+        enabled=r["enabled"],
+        disabled_reason=r["disabled_reason"],
+        settings=orjson.loads(settings) if isinstance(settings, str) else settings,
+        created_at=r["created_at"],
+    )
+
+
+def _delivery(r: asyncpg.Record, created_at: datetime | None = None) -> Delivery:
+    return Delivery(
+        id=r["id"],
+        endpoint_id=r["endpoint_id"],
+        attempt=r["attempts"],
+        event_id=r["event_id"],
+        event_type=r["event_type"],
+        published_at=r["created_at"],
+        payload=r["payload"],
+        created_at=created_at or r["created_at"],
+    )
+
+
+class Store:
+    """Data access for one daemon or one CLI command, over an asyncpg pool.
+
+    `owner` identifies this process's leases (a random UUID per daemon run).
+    """
+
+    def __init__(self, pool: asyncpg.Pool, owner: uuid.UUID | None = None) -> None:
+        self.pool = pool
+        self.owner = owner or uuid.uuid4()
+
+    # -- the daemon's hot path -------------------------------------------------------------
+
+    async def fan_out(
+        self, limit: int, lease_s: float, saturated_endpoints: Sequence[int] = ()
+    ) -> FanOut:
+        """Claim up to `limit` new events and create their deliveries (one short transaction).
+
+        Deliveries are leased to us for `lease_s` seconds, except for `saturated_endpoints`, whose
+        deliveries stay pending for a later `claim_due`.
+        """
+        rows = await self.pool.fetch(
+            QUERIES["fan_out"], limit, lease_s, self.owner, list(saturated_endpoints)
+        )
+        events = {r["event_id"] for r in rows}
+        created = [r for r in rows if r["id"] is not None]
+        return FanOut(len(events), len(created), [_delivery(r) for r in created if r["leased"]])
+
+    async def claim_due(
+        self, limit: int, lease_s: float, exclude_endpoints: Sequence[int] = ()
+    ) -> list[Delivery]:
+        """Lease up to `limit` due pending deliveries, skipping `exclude_endpoints`."""
+        rows = await self.pool.fetch(
+            QUERIES["claim_due"], limit, lease_s, self.owner, list(exclude_endpoints)
+        )
+        return [_delivery(r, r["delivery_created_at"]) for r in rows]
+
+    async def record(self, outcomes: Sequence[Outcome], attempts: Sequence[AttemptRecord]) -> int:
+        """Write outcomes and attempt-log rows in one transaction; return outcomes applied.
+
+        An outcome whose lease was lost (expired and taken over) is skipped, its attempt row kept.
+        """
+        async with self.pool.acquire() as conn, conn.transaction():
+            applied: int = 0
+            if outcomes:
+                applied = await conn.fetchval(
+                    QUERIES["record_outcomes"],
+                    [o.delivery_id for o in outcomes],
+                    [o.attempt for o in outcomes],
+                    [o.state.value for o in outcomes],
+                    [o.retry_in_s for o in outcomes],
+                    [o.status for o in outcomes],
+                    [o.error for o in outcomes],
+                    self.owner,
+                )
+            if attempts:
+                await conn.execute(
+                    QUERIES["record_attempts"],
+                    [a.delivery_id for a in attempts],
+                    [a.attempt for a in attempts],
+                    [a.started_unix_s for a in attempts],
+                    [a.duration_s for a in attempts],
+                    [a.status for a in attempts],
+                    [a.error for a in attempts],
+                    [a.response_body for a in attempts],
+                )
+        return applied
+
+    async def release(self, delivery_ids: Iterable[int]) -> None:
+        """Give back leased deliveries that were not attempted; they become due at once."""
+        ids = list(delivery_ids)
+        if ids:
+            await self.pool.execute(QUERIES["release"], ids, self.owner)
+
+    async def set_sleeping(self, sleeping: bool) -> None:
+        """Tell publishers whether a daemon is asleep and wants a NOTIFY."""
+        await self.pool.execute(QUERIES["set_sleeping"], sleeping)
+
+    async def has_work(self) -> bool:
+        """True if an event waits for fan-out or a pending delivery is due."""
+        return bool(await self.pool.fetchval(QUERIES["has_work"]))
+
+    async def next_due_in(self) -> float | None:
+        """Seconds until the earliest pending delivery is due (<= 0: due now); None if none."""
+        value: float | None = await self.pool.fetchval(QUERIES["next_due_in"])
+        return value
+
+    async def install_id(self) -> str:
+        """The installation's webhook-id prefix."""
+        value: str = await self.pool.fetchval(QUERIES["install_id"])
+        return value
+
+    # -- endpoints and administration ------------------------------------------------------
+
+    async def endpoints(self) -> list[Endpoint]:
+        """All endpoints, enabled or not, by id."""
+        return [_endpoint(r) for r in await self.pool.fetch(QUERIES["endpoints_all"])]
+
+    async def add_endpoint(
+        self,
+        url: str,
+        secret: str,
+        event_types: Sequence[str] = ("*",),
+        tenant: str | None = None,
+        settings: dict[str, Any] | None = None,
+    ) -> Endpoint:
+        """Insert an endpoint (already validated by the caller) and return it."""
+        row = await self.pool.fetchrow(
+            QUERIES["endpoint_insert"],
+            url,
+            tenant,
+            list(event_types),
+            secret,
+            orjson.dumps(settings or {}).decode(),
+        )
+        assert row is not None
+        return _endpoint(row)
+
+    async def set_endpoint_enabled(
+        self, endpoint_id: int, enabled: bool, reason: str | None
+    ) -> int | None:
+        """Enable or disable an endpoint; pause or resume its deliveries.
+
+        Returns the number of deliveries moved, or None if there is no such endpoint.
+        """
+        row = await self.pool.fetchrow(
+            QUERIES["endpoint_set_enabled"], endpoint_id, enabled, reason
+        )
+        assert row is not None
+        return None if row["found"] == 0 else int(row["moved"])
+
+    async def deliveries(
+        self, state: str | None = None, endpoint_id: int | None = None, limit: int = 100
+    ) -> list[asyncpg.Record]:
+        """Recent deliveries for `hookd deliveries`, newest first."""
+        return list(await self.pool.fetch(QUERIES["deliveries_list"], state, endpoint_id, limit))
+
+    async def retry_failed(
+        self,
+        ids: Sequence[int] | None = None,
+        endpoint_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[int]:
+        """Make dead-lettered deliveries pending again; return their ids."""
+        rows = await self.pool.fetch(
+            QUERIES["retry_failed"],
+            list(ids) if ids is not None else None,
+            endpoint_id,
+            since,
+            until,
+        )
+        return [r["id"] for r in rows]
+
+    async def status(self) -> StatusCounts:
+        """Backlog and pending figures."""
+        r = await self.pool.fetchrow(QUERIES["status_counts"])
+        assert r is not None
+        return StatusCounts(
+            r["outbox_backlog"], r["pending"], r["paused"], r["failed"], r["oldest_pending_s"]
+        )

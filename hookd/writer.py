@@ -1,0 +1,79 @@
+"""Buffered write-back of attempt outcomes: flushed on size or on a timer (DESIGN-NOTES item 3)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import asyncpg
+
+from hookd.models import AttemptRecord, Outcome
+from hookd.store import Store
+
+log = logging.getLogger("hookd.writer")
+
+
+class OutcomeWriter:
+    """Collects outcomes and attempt rows; one task writes them in batches.
+
+    `add()` is synchronous, so a finished attempt is recorded in memory with no await between the
+    response and the bookkeeping. A failed write keeps the batch and tries again with backoff; if the
+    process dies first, the leases expire and the deliveries are attempted again (at-least-once).
+    """
+
+    def __init__(self, store: Store, flush_interval_s: float, flush_batch: int) -> None:
+        self._store = store
+        self._interval_s = flush_interval_s
+        self._batch = flush_batch
+        self._outcomes: list[Outcome] = []
+        self._attempts: list[AttemptRecord] = []
+        self._full = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.on_written: list[Outcome] = []
+        self.errors = 0
+
+    def __len__(self) -> int:
+        return len(self._outcomes)
+
+    def add(self, outcome: Outcome, attempt: AttemptRecord | None) -> None:
+        """Queue one outcome (and its attempt-log row, if an attempt was made)."""
+        self._outcomes.append(outcome)
+        if attempt is not None:
+            self._attempts.append(attempt)
+        if len(self._outcomes) >= self._batch:
+            self._full.set()
+
+    async def flush(self) -> None:
+        """Write everything queued now. Raises the database error if the write fails."""
+        async with self._lock:
+            outcomes, self._outcomes = self._outcomes, []
+            attempts, self._attempts = self._attempts, []
+            self._full.clear()
+            if not outcomes and not attempts:
+                return
+            try:
+                await self._store.record(outcomes, attempts)
+            except BaseException:
+                # Put them back in front so nothing is lost; the caller decides about retrying.
+                self._outcomes[:0] = outcomes
+                self._attempts[:0] = attempts
+                raise
+
+    async def run(self) -> None:
+        """Flush every `flush_interval_s`, or at once when `flush_batch` outcomes wait; until cancelled."""
+        backoff_s = self._interval_s
+        while True:
+            try:
+                async with asyncio.timeout(backoff_s):
+                    await self._full.wait()
+            except TimeoutError:
+                pass
+            try:
+                await self.flush()
+                backoff_s = self._interval_s
+            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+                self.errors += 1
+                backoff_s = min(max(backoff_s * 2, 0.1), 5.0)
+                log.warning(
+                    "writing %d outcomes failed (%s); retrying in %.1f s", len(self), exc, backoff_s
+                )
