@@ -27,8 +27,13 @@ class DatabaseConfig:
     """libpq connection string or URI. `HOOKD_DSN` or `--dsn` replace it."""
     pool_size: int = 4
     """Connections in the daemon's pool (claims and outcome writes); the listener has its own."""
+    listen_dsn: str = ""
+    """DSN for the LISTEN connection when it must bypass a transaction-mode pooler (PgBouncer's
+    transaction pooling cannot LISTEN); empty means `dsn`."""
     connect_timeout_s: float = 10.0
     """Seconds to wait for a new connection."""
+    command_timeout_s: float = 30.0
+    """Seconds a query may take before it is abandoned (bounds hangs on a dead TCP path)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +181,7 @@ def validate(cfg: Config) -> Config:
     for where, value in [
         ("database.pool_size", cfg.database.pool_size),
         ("database.connect_timeout_s", cfg.database.connect_timeout_s),
+        ("database.command_timeout_s", cfg.database.command_timeout_s),
         ("daemon.poll_interval_s", d.poll_interval_s),
         ("daemon.claim_batch", d.claim_batch),
         ("daemon.max_in_flight", d.max_in_flight),

@@ -42,6 +42,7 @@ async def open_pool(cfg: Config, max_size: int | None = None) -> asyncpg.Pool:
             min_size=1,
             max_size=size,
             timeout=cfg.database.connect_timeout_s,
+            command_timeout=cfg.database.command_timeout_s,
             server_settings=_SERVER_SETTINGS,
         )
     except (
@@ -118,7 +119,7 @@ class Daemon:
                     cfg, store, pools, writer, self.metrics, install_id
                 )
                 listener = self.listener = Listener(
-                    cfg.database.dsn,
+                    cfg.database.listen_dsn or cfg.database.dsn,
                     dispatcher.wake,
                     dispatcher.rescan,
                     check_interval_s=cfg.daemon.listener_check_interval_s,

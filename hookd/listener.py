@@ -72,7 +72,11 @@ class Listener:
         self._lost.set()
 
     async def _connect(self) -> asyncpg.Connection:
-        conn = await asyncpg.connect(self._dsn, timeout=self._connect_timeout_s)
+        conn = await asyncpg.connect(
+            self._dsn,
+            timeout=self._connect_timeout_s,
+            server_settings={"application_name": "hookd-listener"},
+        )
         try:
             await conn.add_listener(WAKE_CHANNEL, self._notified)
             await conn.add_listener(PING_CHANNEL, self._notified)

@@ -106,6 +106,7 @@ CREATE FUNCTION hookd.publish(
     idempotency_key text DEFAULT NULL
 ) RETURNS bigint
 LANGUAGE plpgsql AS $$
+#variable_conflict use_column
 DECLARE
     new_id bigint;
 BEGIN
