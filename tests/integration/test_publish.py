@@ -8,6 +8,7 @@ import asyncpg
 import pytest
 
 from hookd import migrate
+
 from support.daemon import publish
 
 
