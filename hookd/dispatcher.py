@@ -98,6 +98,8 @@ class Dispatcher:
         self._tasks: dict[asyncio.Task[None], _Held] = {}
         self._held = 0
         self._wake = asyncio.Event()
+        self.asleep = asyncio.Event()
+        """Set while the claim loop waits for a wake-up with nothing to do (tests and health)."""
         self._capacity = asyncio.Event()
         self._stopping = False
         self._sleeping: bool | None = None
@@ -227,7 +229,9 @@ class Dispatcher:
         if self._next_retry_at is not None:
             timeout = max(0.0, min(timeout, self._next_retry_at - time.monotonic()))
         self._notified = False
+        self.asleep.set()
         await self._wait(self._wake, timeout)
+        self.asleep.clear()
         self._wake.clear()
         if self._notified:
             self._metrics.wakeups.labels("notify").inc()

@@ -53,6 +53,8 @@ class Listener:
         self._pong: asyncio.Future[None] | None = None
         self._lost: asyncio.Event = asyncio.Event()
         self.ready = asyncio.Event()
+        self.down = asyncio.Event()
+        """Set while the listener has lost its connection and is reconnecting."""
         self.reconnects = 0
         """Reconnects after the first connection (for metrics and tests)."""
         self.on_reconnect_metric: Callable[[], None] = lambda: None
@@ -117,6 +119,7 @@ class Listener:
                 continue
             backoff_s = 0.1
             self._lost.clear()
+            self.down.clear()
             self.ready.set()
             if not first:
                 self.reconnects += 1
@@ -130,6 +133,7 @@ class Listener:
                 log.warning("listener connection lost (%s); reconnecting", reason)
             finally:
                 self.ready.clear()
+                self.down.set()
                 # terminate(): close() could hang on a dead TCP path (see asyncpg close vs terminate).
                 conn.terminate()
 

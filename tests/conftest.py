@@ -22,7 +22,6 @@ from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
-import pytest
 import pytest_asyncio
 
 from hookd import migrate

@@ -15,6 +15,7 @@ mean the sender has processed N responses yet.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ class Receiver:
         secrets: Mapping[str, str] | None = None,
         default: Behaviour = DEFAULT_BEHAVIOUR,
     ) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"tests listen on loopback only, not {host!r}")
         self.host = host
         self.port = port
         self.secrets: dict[str, str] = dict(secrets or {})
@@ -113,7 +116,11 @@ class Receiver:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         # handler_cancellation: a client that gives up on a HANG request frees its handler at once.
         runner = web.AppRunner(
-            app, handle_signals=False, access_log=None, handler_cancellation=True, shutdown_timeout=2.0
+            app,
+            handle_signals=False,
+            access_log=None,
+            handler_cancellation=True,
+            shutdown_timeout=2.0,
         )
         await runner.setup()
         try:

@@ -15,6 +15,8 @@ unix socket only). Same idea as the proxy asyncpg's own test suite uses to cut c
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import os
 import socket
 import struct
@@ -45,10 +47,9 @@ class _Link:
                 continue
             sock = writer.get_extra_info("socket")
             if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-                try:
+                # OSError: already closed, nothing left to reset.
+                with contextlib.suppress(OSError):
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
-                except OSError:
-                    pass  # already closed: nothing left to reset
             writer.transport.abort()
 
     def close(self) -> None:
@@ -74,6 +75,8 @@ class TcpProxy:
         port: int = 0,
         connect_timeout_s: float = 5.0,
     ) -> None:
+        if not ipaddress.ip_address(host).is_loopback:
+            raise ValueError(f"tests listen on loopback only, not {host!r}")
         self.upstream = upstream if isinstance(upstream, tuple) else Path(upstream)
         self.host = host
         self.port = port
@@ -87,22 +90,27 @@ class TcpProxy:
         self._accepted = asyncio.Condition()
 
     @classmethod
-    def to_postgres(cls, dsn: str, **kwargs: object) -> TcpProxy:
+    def to_postgres(
+        cls, dsn: str, *, host: str = "127.0.0.1", connect_timeout_s: float = 5.0
+    ) -> TcpProxy:
         """A proxy to the server a `postgresql://` URI points at (unix socket dir or host:port).
 
         Only the URI form with a single host is understood; `?host=/dir` means a unix socket.
         """
         parts = urlsplit(dsn)
         query = dict(parse_qsl(parts.query))
-        host = query.get("host") or parts.hostname
-        port = int(query.get("port") or parts.port or 5432)
-        if not host:
+        pg_host = query.get("host") or parts.hostname
+        pg_port = int(query.get("port") or parts.port or 5432)
+        if not pg_host:
             raise ValueError(f"no host in DSN {dsn!r}")
-        if "," in host:
+        if "," in pg_host:
             raise ValueError(f"multi-host DSNs are not supported: {dsn!r}")
-        if host.startswith("/"):
-            return cls(Path(host) / f".s.PGSQL.{port}", **kwargs)  # type: ignore[arg-type]
-        return cls((host, port), **kwargs)  # type: ignore[arg-type]
+        upstream: tuple[str, int] | Path
+        if pg_host.startswith("/"):
+            upstream = Path(pg_host) / f".s.PGSQL.{pg_port}"
+        else:
+            upstream = (pg_host, pg_port)
+        return cls(upstream, host=host, connect_timeout_s=connect_timeout_s)
 
     def dsn_through(self, base_dsn: str) -> str:
         """`base_dsn` (a `postgresql://` URI) rewritten to reach the same user and db via this proxy."""
