@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
+from hookd.breaker import BreakerSettings
 from hookd.errors import ConfigError
 from hookd.retry import DEFAULT_SCHEDULE_S, RetryPolicy
 
@@ -58,6 +59,11 @@ class DaemonConfig:
     """How often the LISTEN connection proves it still receives notifications (a self-NOTIFY)."""
     listener_check_timeout_s: float = 2.0
     """How long the self-NOTIFY may take before the listener is declared dead and reconnected."""
+    timer_tick_s: float = 0.05
+    """Resolution of the retry timer wheel: a retry fires at most this late (plus a claim)."""
+    retry_horizon_s: float = 300.0
+    """Retries due within this many seconds are kept in the timer wheel; later ones are loaded
+    from the database as they come near."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,11 +77,17 @@ class HttpConfig:
     per_host_limit: int = 64
     """Concurrent requests per origin (scheme, host, port); DESIGN-NOTES item 8 finds more useless."""
     per_endpoint_limit: int = 32
-    """Concurrent requests per endpoint."""
+    """Concurrent requests per endpoint (halved on 429, 503 and timeouts; grows back on success)."""
+    max_concurrent_requests: int = 512
+    """Concurrent requests in the whole process."""
     response_body_max_bytes: int = 4096
     """Bytes of each response body kept in the attempt log; a longer body ends the read."""
     user_agent: str = "hookd"
     """The User-Agent header sent with every request."""
+    max_retry_after_s: float = 3600.0
+    """Longest wait a `Retry-After` header (on 429 or 503) may impose before the next attempt."""
+    disable_on_gone: bool = True
+    """Disable an endpoint whose receiver answers 410 Gone (its deliveries are kept, paused)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +114,22 @@ class RetryConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class BreakerConfig:
+    """The circuit breaker per endpoint (see hookd/breaker.py)."""
+
+    failure_threshold: int = 10
+    """Consecutive failed attempts that open an endpoint's breaker."""
+    cooldown_s: float = 30.0
+    """Seconds an open breaker waits before one probe attempt."""
+    max_cooldown_s: float = 600.0
+    """Longest cool-down; it doubles after each failed probe."""
+
+    def settings(self) -> BreakerSettings:
+        """The BreakerSettings these values describe."""
+        return BreakerSettings(self.failure_threshold, self.cooldown_s, self.max_cooldown_s)
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """Logging to stderr."""
 
@@ -117,6 +145,7 @@ class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
+    breaker: BreakerConfig = field(default_factory=BreakerConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -195,6 +224,13 @@ def validate(cfg: Config) -> Config:
         ("http.per_host_limit", h.per_host_limit),
         ("http.per_endpoint_limit", h.per_endpoint_limit),
         ("http.response_body_max_bytes", h.response_body_max_bytes),
+        ("http.max_concurrent_requests", h.max_concurrent_requests),
+        ("http.max_retry_after_s", h.max_retry_after_s),
+        ("daemon.timer_tick_s", d.timer_tick_s),
+        ("daemon.retry_horizon_s", d.retry_horizon_s),
+        ("breaker.failure_threshold", cfg.breaker.failure_threshold),
+        ("breaker.cooldown_s", cfg.breaker.cooldown_s),
+        ("breaker.max_cooldown_s", cfg.breaker.max_cooldown_s),
     ]:
         _positive(where, value)
     if d.shutdown_grace_s < 0:

@@ -1,10 +1,14 @@
-"""Claim → fan-out → hand to the per-origin pools → buffered outcome writes.
+"""Claim → fan-out → per-endpoint and per-origin slots → one attempt → buffered outcome writes.
 
-The claim loop takes work only while this process holds fewer than `max_in_flight` deliveries, and
-never for an endpoint or origin whose local queue is already twice its concurrency limit (those
-endpoints' new deliveries stay unleased in the database), so one slow host cannot fill the process
-with its own backlog. Each leased delivery becomes one task owned by the dispatcher; the task waits
-for its endpoint's and origin's slots, makes one attempt, and records the outcome in the writer.
+The claim loop takes work only while this process holds fewer than `max_in_flight` deliveries,
+and never for an endpoint whose local queue is full, whose origin's queue is full, or whose circuit
+breaker is open (those deliveries stay in the database, unleased), so one slow or dead host cannot
+fill the process with its own backlog and many hosts progress together. Each leased delivery
+becomes one task owned by the dispatcher: it waits for its endpoint's adaptive limit, its origin's
+limit and the process-wide limit, then makes one attempt and hands the outcome to the writer.
+
+Retries due soon sit in a timer wheel that sizes the loop's sleep; the database's
+`next_attempt_at` stays the truth, so a fired timer only triggers a claim.
 """
 
 from __future__ import annotations
@@ -15,19 +19,19 @@ import random
 import time
 from collections import Counter as Tally
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
-import orjson
 
-from hookd.classify import Classification, Verdict, classify_failure, classify_response
+from hookd.classify import Classification, Verdict
 from hookd.config import Config
-from hookd.hostpool import HostPools, Origin, SendFailed
+from hookd.hostpool import HostPools, Origin
 from hookd.metrics import Metrics
-from hookd.models import AttemptRecord, Delivery, DeliveryState, Endpoint, Outcome
-from hookd.retry import RetryPolicy
-from hookd.signing import InvalidSecret, Signer
+from hookd.models import AttemptRecord, Delivery, DeliveryState, Outcome
+from hookd.runtime import EndpointRuntime
+from hookd.sender import attempt, build_body, webhook_id
 from hookd.store import Store
+from hookd.timerwheel import TimerWheel
 from hookd.writer import OutcomeWriter
 
 log = logging.getLogger("hookd.dispatcher")
@@ -35,42 +39,20 @@ log = logging.getLogger("hookd.dispatcher")
 ENDPOINT_REFRESH_S = 2.0
 """How often the endpoint cache is reloaded (enable/disable and URL changes take effect)."""
 
+NEAR_DUE_BATCH = 10_000
+"""Most retries loaded into the timer wheel per look at the database."""
+
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
-
-def build_body(event_type: str, published_at: datetime, payload: str) -> bytes:
-    """The request body: `{"type": ..., "timestamp": <RFC 3339 UTC>, "data": <payload>}`.
-
-    `payload` is the stored JSON text, spliced in without being parsed again.
-    """
-    ts = published_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return b'{"type":%b,"timestamp":"%b","data":%b}' % (
-        orjson.dumps(event_type),
-        ts.encode(),
-        payload.encode(),
-    )
-
-
-@dataclass(eq=False, slots=True)
-class EndpointRuntime:
-    """An endpoint plus what the dispatcher keeps for it while running."""
-
-    endpoint: Endpoint
-    origin: Origin | None
-    signer: Signer | None
-    policy: RetryPolicy
-    slots: asyncio.Semaphore
-    problem: str | None = None
-    held: int = 0
-    """Deliveries of this endpoint held by this process (queued or sending)."""
 
 
 @dataclass(slots=True)
 class _Held:
+    """A leased delivery held by this process."""
+
     delivery: Delivery
     leased_at: float
     sending: bool = False
-    done: bool = False
+    settled: bool = False
 
 
 class Dispatcher:
@@ -91,10 +73,10 @@ class Dispatcher:
         self._writer = writer
         self._metrics = metrics
         self._install_id = install_id
-        self._policy = cfg.retry.policy()
         self._endpoints: dict[int, EndpointRuntime] = {}
         self._endpoints_loaded_at = -1e9
         self._origin_held: Tally[Origin] = Tally()
+        self._requests = asyncio.Semaphore(cfg.http.max_concurrent_requests)
         self._tasks: dict[asyncio.Task[None], _Held] = {}
         self._held = 0
         self._wake = asyncio.Event()
@@ -103,10 +85,11 @@ class Dispatcher:
         self._capacity = asyncio.Event()
         self._stopping = False
         self._sleeping: bool | None = None
-        self._fanout_ratio = 1.0
         self._notified = False
-        self._next_retry_at: float | None = None
-        self._to_release: list[int] = []
+        self._fanout_ratio = 1.0
+        self._wheel: TimerWheel[int] = TimerWheel(cfg.daemon.timer_tick_s, time.monotonic())
+        self._wheel_loaded_at = -1e9
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- signals from outside ----------------------------------------------------------------
 
@@ -124,36 +107,35 @@ class Dispatcher:
         """Deliveries held by this process now."""
         return self._held
 
+    @property
+    def timers(self) -> int:
+        """Retries waiting in the timer wheel."""
+        return len(self._wheel)
+
+    def open_breakers(self) -> int:
+        """Endpoints whose breaker is open or half-open."""
+        return sum(1 for rt in self._endpoints.values() if rt.breaker.state != "closed")
+
     # -- endpoints -----------------------------------------------------------------------------
 
     async def _refresh_endpoints(self) -> None:
         fresh = await self._store.endpoints()
-        limit = self._cfg.http.per_endpoint_limit
         seen = set()
         for ep in fresh:
             seen.add(ep.id)
             rt = self._endpoints.get(ep.id)
-            if rt is not None and rt.endpoint == ep:
-                continue
-            origin, signer, problem = None, None, None
-            try:
-                origin = Origin.of(ep.url)
-                signer = Signer(ep.secret)
-            except (ValueError, InvalidSecret) as exc:
-                problem = str(exc)
             if rt is None:
-                self._endpoints[ep.id] = EndpointRuntime(
-                    ep, origin, signer, self._policy, asyncio.Semaphore(limit), problem
-                )
-            else:
-                rt.endpoint, rt.origin, rt.signer, rt.problem = ep, origin, signer, problem
+                self._endpoints[ep.id] = EndpointRuntime.build(ep, self._cfg)
+            elif rt.endpoint != ep:
+                rt.update(ep, self._cfg)
         for gone in set(self._endpoints) - seen:
             if self._endpoints[gone].held == 0:
                 del self._endpoints[gone]
         self._endpoints_loaded_at = time.monotonic()
 
-    def _saturated(self) -> list[int]:
-        """Endpoints whose local queue is full: claims leave their deliveries in the database."""
+    def _blocked(self) -> list[int]:
+        """Endpoints to leave out of claims: local queue full, origin queue full, breaker open."""
+        now = time.monotonic()
         per_ep = 2 * self._cfg.http.per_endpoint_limit
         per_host = 2 * self._cfg.http.per_host_limit
         return [
@@ -161,6 +143,7 @@ class Dispatcher:
             for ep_id, rt in self._endpoints.items()
             if rt.held >= per_ep
             or (rt.origin is not None and self._origin_held[rt.origin] >= per_host)
+            or rt.breaker.blocks_claims(now)
         ]
 
     # -- the claim loop ------------------------------------------------------------------------
@@ -177,14 +160,13 @@ class Dispatcher:
             except DB_ERRORS as exc:
                 self._metrics.db_errors.inc()
                 log.warning("claim failed (%s); retrying in %.2f s", exc, backoff_s)
-                await self._wait(self._wake, backoff_s)
+                await self._wait(self._wake, backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
             if self._stopping:
                 break
-            if more:
-                continue
-            await self._idle()
+            if not more:
+                await self._idle()
 
     async def _claim_once(self) -> bool:
         """One round of claims; True if there is probably more to take right away."""
@@ -194,9 +176,8 @@ class Dispatcher:
             self._capacity.clear()
             await self._wait(self._capacity, cfg.poll_interval_s)
             return True
-        saturated = self._saturated()
-        ev_limit = max(1, min(cfg.claim_batch, int(free / max(self._fanout_ratio, 1.0))))
-        fan = await self._store.fan_out(ev_limit, cfg.lease_s, saturated)
+        ev_limit = max(1, min(cfg.claim_batch, int(free / self._fanout_ratio)))
+        fan = await self._store.fan_out(ev_limit, cfg.lease_s, self._blocked())
         if fan.events_claimed:
             self._metrics.events_claimed.inc(fan.events_claimed)
             self._fanout_ratio = max(1.0, fan.created / fan.events_claimed)
@@ -207,8 +188,9 @@ class Dispatcher:
         if free <= 0:
             return True
         due_limit = min(cfg.claim_batch, free)
-        due = await self._store.claim_due(due_limit, cfg.lease_s, self._saturated())
+        due = await self._store.claim_due(due_limit, cfg.lease_s, self._blocked())
         await self._dispatch(due)
+        self._wheel.advance(time.monotonic())
         return len(due) >= due_limit
 
     async def _idle(self) -> None:
@@ -225,9 +207,13 @@ class Dispatcher:
             if await self._store.has_work():
                 await self._set_awake()
                 return
+        now = time.monotonic()
+        if now - self._wheel_loaded_at > cfg.retry_horizon_s / 2:
+            await self._load_near_due()
         timeout = cfg.poll_interval_s
-        if self._next_retry_at is not None:
-            timeout = max(0.0, min(timeout, self._next_retry_at - time.monotonic()))
+        next_due = self._wheel.next_due()
+        if next_due is not None:
+            timeout = max(0.0, min(timeout, next_due - now))
         self._notified = False
         self.asleep.set()
         await self._wait(self._wake, timeout)
@@ -236,10 +222,20 @@ class Dispatcher:
         if self._notified:
             self._metrics.wakeups.labels("notify").inc()
             await self._set_awake()
+        elif self._wheel.advance(time.monotonic()):
+            self._metrics.wakeups.labels("timer").inc()
         else:
             self._metrics.wakeups.labels("poll").inc()
-        if self._next_retry_at is not None and self._next_retry_at <= time.monotonic():
-            self._next_retry_at = None
+
+    async def _load_near_due(self) -> None:
+        """Put retries due within the horizon (written by anyone, e.g. before a restart) in the wheel."""
+        now = time.monotonic()
+        margin = self._cfg.daemon.flush_interval_s
+        for delivery_id, due_in_s in await self._store.near_due(
+            self._cfg.daemon.retry_horizon_s, NEAR_DUE_BATCH
+        ):
+            self._wheel.add(delivery_id, now + due_in_s + margin)
+        self._wheel_loaded_at = now
 
     async def _set_awake(self) -> None:
         if self._sleeping is not False:
@@ -268,20 +264,21 @@ class Dispatcher:
             if rt is None:
                 self._settle(d, DeliveryState.FAILED, "endpoint deleted")
                 continue
-            if not rt.endpoint.enabled:
-                self._settle(d, DeliveryState.PAUSED, "endpoint disabled")
-                continue
-            if rt.problem is not None or rt.origin is None or rt.signer is None:
-                self._settle(d, DeliveryState.FAILED, f"cannot send: {rt.problem}")
+            if not rt.sendable:
+                if rt.problem is not None:
+                    self._settle(d, DeliveryState.FAILED, f"cannot send: {rt.problem}")
+                else:
+                    self._settle(d, DeliveryState.PAUSED, "endpoint disabled")
                 continue
             body = bodies.get(d.event_id)
             if body is None:
                 body = bodies[d.event_id] = build_body(d.event_type, d.published_at, d.payload)
             held = _Held(d, now)
             rt.held += 1
+            assert rt.origin is not None
             self._origin_held[rt.origin] += 1
             self._held += 1
-            task = asyncio.create_task(self._deliver(held, rt, rt.origin, rt.signer, body))
+            task = asyncio.create_task(self._deliver(held, rt, rt.origin, body))
             self._tasks[task] = held
         self._metrics.in_flight.set(self._held)
 
@@ -292,101 +289,147 @@ class Dispatcher:
             "failed" if state is DeliveryState.FAILED else "paused"
         ).inc()
 
-    async def _deliver(
-        self, held: _Held, rt: EndpointRuntime, origin: Origin, signer: Signer, body: bytes
-    ) -> None:
+    def _give_back(self, held: _Held) -> None:
+        """Return a lease without an attempt: due again at once, the attempt counter unchanged."""
+        d = held.delivery
+        self._writer.add(
+            Outcome(d.id, d.attempt, DeliveryState.PENDING, 0.0, None, None, counted=False), None
+        )
+        held.settled = True
+
+    async def _deliver(self, held: _Held, rt: EndpointRuntime, origin: Origin, body: bytes) -> None:
         d = held.delivery
         try:
-            async with rt.slots, self._pools.slots(origin):
-                lease_left = held.leased_at + self._cfg.daemon.lease_s - time.monotonic()
-                if self._stopping or lease_left < self._cfg.http.total_timeout_s + 1.0:
-                    # Not enough lease left to finish an attempt: give it back untouched.
+            async with rt.limit, self._pools.slots(origin), self._requests:
+                now = time.monotonic()
+                lease_left = held.leased_at + self._cfg.daemon.lease_s - now
+                if (
+                    self._stopping
+                    or not rt.sendable
+                    or lease_left < rt.total_timeout_s + 1.0
+                    or not rt.breaker.allow(now)
+                ):
+                    # Not to be attempted now; what to do with it is decided below.
                     return
                 held.sending = True
-                self._attempt_and_record(d, rt, *(await self._attempt(d, rt, origin, signer, body)))
-                held.done = True
+                self._metrics.requests_in_flight.inc()
+                try:
+                    cls, rec = await attempt(
+                        self._pools,
+                        origin,
+                        rt.endpoint.url,
+                        rt.signer,  # type: ignore[arg-type]  # sendable implies a signer
+                        d,
+                        webhook_id(self._install_id, d.event_id),
+                        body,
+                        connect_timeout_s=rt.connect_timeout_s,
+                        total_timeout_s=rt.total_timeout_s,
+                        max_retry_after_s=self._cfg.http.max_retry_after_s,
+                        disable_on_gone=self._cfg.http.disable_on_gone,
+                    )
+                finally:
+                    self._metrics.requests_in_flight.dec()
+                self._record(d, rt, cls, rec)
+                held.settled = True
+        except Exception:
+            # A bug must not strand the delivery until its lease expires: log it, give it back.
+            log.exception("delivery %d: unexpected error", d.id)
+            self._metrics.internal_errors.inc()
         finally:
-            task = asyncio.current_task()
-            self._tasks.pop(task, None)  # type: ignore[arg-type]
-            if not held.done:
-                self._to_release.append(d.id)
+            if not held.settled:
+                if rt.disabled or (not rt.endpoint.enabled and not self._stopping):
+                    self._settle(d, DeliveryState.PAUSED, "endpoint disabled")
+                else:
+                    self._give_back(held)
+            self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             rt.held -= 1
             self._origin_held[origin] -= 1
             self._held -= 1
             self._metrics.in_flight.set(self._held)
             self._capacity.set()
 
-    async def _attempt(
-        self, d: Delivery, rt: EndpointRuntime, origin: Origin, signer: Signer, body: bytes
-    ) -> tuple[Classification, AttemptRecord]:
-        webhook_id = f"msg_{self._install_id}_{d.event_id}"
-        started = time.time()
-        ts = int(started)
-        headers = {
-            "Content-Type": "application/json",
-            "webhook-id": webhook_id,
-            "webhook-timestamp": str(ts),
-            "webhook-signature": signer.sign(webhook_id, ts, body),
-        }
-        t0 = time.perf_counter()
-        status: int | None = None
-        error: str | None = None
-        kept: str | None = None
-        try:
-            resp = await self._pools.post(origin, rt.endpoint.url, body, headers)
-            status = resp.status
-            kept = resp.body.decode("utf-8", "replace") if resp.body else None
-            cls = classify_response(
-                resp.status,
-                resp.retry_after,
-                now_unix_s=time.time(),
-                max_retry_after_s=self._policy.schedule_s[-1],
-            )
-            if cls.verdict is not Verdict.DELIVERED:
-                error = cls.reason
-        except SendFailed as exc:
-            cls = classify_failure(exc.kind)
-            error = f"{cls.reason}: {exc}" if str(exc) else cls.reason
-        duration = time.perf_counter() - t0
-        self._metrics.attempts.labels(cls.status_class).inc()
-        self._metrics.attempt_duration.observe(duration)
-        return cls, AttemptRecord(d.id, d.attempt, started, duration, status, error, kept)
-
-    def _attempt_and_record(
+    def _record(
         self, d: Delivery, rt: EndpointRuntime, cls: Classification, rec: AttemptRecord
     ) -> None:
-        """Turn a classified attempt into an outcome and queue it for write-back."""
+        """Turn a classified attempt into an outcome, update limits and breaker, queue the write."""
+        m = self._metrics
+        m.attempts.labels(cls.status_class).inc()
+        m.attempt_duration.observe(rec.duration_s)
+        now = time.monotonic()
         if cls.verdict is Verdict.DELIVERED:
             outcome = Outcome(d.id, d.attempt, DeliveryState.DELIVERED, None, rec.status, None)
-            self._metrics.deliveries.labels("delivered").inc()
-            self._metrics.lag.observe(max(0.0, time.time() - d.published_at.timestamp()))
+            m.deliveries.labels("delivered").inc()
+            m.lag.observe(max(0.0, time.time() - d.published_at.timestamp()))
+            rt.limit.speed_up()
+            if rt.breaker.state != "closed":
+                self._breaker_changed(rt, None)
+            rt.breaker.record(True, now)
+            self._writer.add(outcome, rec)
+            return
+        if cls.slow_down:
+            rt.limit.slow_down()
+        if rt.breaker.record(False, now):
+            log.warning(
+                "endpoint %d: circuit breaker open for %.0f s after repeated failures (%s)",
+                rt.endpoint.id,
+                rt.breaker.open_until - now,
+                cls.reason,
+            )
+            self._breaker_changed(rt, rt.breaker.open_until - now)
+        if cls.verdict is Verdict.DISABLE:
+            outcome = Outcome(d.id, d.attempt, DeliveryState.PAUSED, None, rec.status, rec.error)
+            m.deliveries.labels("paused").inc()
+            self._disable(rt, "receiver answered 410 Gone")
+            self._writer.add(outcome, rec)
+            return
+        age_s = max(0.0, time.time() - d.created_at.timestamp())
+        delay = rt.policy.next_delay_s(d.attempt, age_s, random.random())
+        if delay is not None and cls.retry_after_s is not None:
+            # Retry-After (RFC 9110 10.2.3) sets the next attempt time, already capped.
+            delay = cls.retry_after_s
+        if delay is None:
+            outcome = Outcome(d.id, d.attempt, DeliveryState.FAILED, None, rec.status, rec.error)
+            m.deliveries.labels("failed").inc()
         else:
-            age_s = max(0.0, time.time() - d.created_at.timestamp())
-            delay = rt.policy.next_delay_s(d.attempt, age_s, random.random())
-            if delay is not None and cls.retry_after_s is not None:
-                delay = max(delay, cls.retry_after_s)
-            if delay is None:
-                outcome = Outcome(
-                    d.id, d.attempt, DeliveryState.FAILED, None, rec.status, rec.error
-                )
-                self._metrics.deliveries.labels("failed").inc()
-            else:
-                outcome = Outcome(
-                    d.id, d.attempt, DeliveryState.PENDING, delay, rec.status, rec.error
-                )
-                self._metrics.deliveries.labels("retry_scheduled").inc()
-                due = time.monotonic() + delay
-                if self._next_retry_at is None or due < self._next_retry_at:
-                    self._next_retry_at = due
+            outcome = Outcome(d.id, d.attempt, DeliveryState.PENDING, delay, rec.status, rec.error)
+            m.deliveries.labels("retry_scheduled").inc()
+            if delay <= self._cfg.daemon.retry_horizon_s:
+                self._wheel.add(d.id, now + delay + self._cfg.daemon.flush_interval_s)
         self._writer.add(outcome, rec)
+
+    # -- side effects on endpoints, run as owned background tasks -----------------------------
+
+    def _disable(self, rt: EndpointRuntime, reason: str) -> None:
+        if rt.disabled:
+            return
+        rt.disabled = True
+        log.warning("endpoint %d disabled: %s", rt.endpoint.id, reason)
+        self._spawn(self._store.set_endpoint_enabled(rt.endpoint.id, False, reason))
+
+    def _breaker_changed(self, rt: EndpointRuntime, open_for_s: float | None) -> None:
+        until = None if open_for_s is None else datetime.now(UTC) + timedelta(seconds=open_for_s)
+        self._spawn(self._store.set_breaker(rt.endpoint.id, until))
+
+    def _spawn(self, coro: object) -> None:
+        async def guarded() -> None:
+            try:
+                await coro  # type: ignore[misc]
+            except DB_ERRORS as exc:
+                self._metrics.db_errors.inc()
+                log.warning("endpoint update failed (%s)", exc)
+
+        task = asyncio.create_task(guarded())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     # -- shutdown -------------------------------------------------------------------------------
 
     async def drain(self, grace_s: float) -> None:
         """Stop claiming; let sending attempts finish within `grace_s`; give back the rest.
 
-        Queued deliveries (not yet sending) are released at once; attempts still running after the
-        grace period are cancelled and released too (the receiver may have seen them: at-least-once).
+        Queued deliveries (not yet sending) are given back at once; attempts still running after
+        the grace period are cancelled and given back too (the receiver may have seen them:
+        at-least-once). Outcomes go to the writer; the caller flushes it.
         """
         self._stopping = True
         self._wake.set()
@@ -401,6 +444,5 @@ class Dispatcher:
                 task.cancel()
             if still:
                 await asyncio.wait(still)
-        release, self._to_release = self._to_release, []
-        if release:
-            await self._store.release(release)
+        if self._background:
+            await asyncio.wait(set(self._background), timeout=5)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from hookd.errors import InvalidEndpoint
@@ -60,3 +62,50 @@ def parse_event_types(spec: str) -> tuple[str, ...]:
                 f"event types: {item!r} is not an event type, a 'prefix.*' pattern or '*'"
             )
     return items
+
+
+# Per-endpoint overrides stored in hookd.endpoints.settings, with their types.
+SETTING_TYPES: dict[str, type] = {
+    "connect_timeout_s": float,
+    "total_timeout_s": float,
+    "max_concurrency": int,
+    "retry_schedule_s": list,
+    "retry_max_attempts": int,
+    "retry_max_age_s": float,
+    "retry_jitter": float,
+}
+
+
+def validate_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """Check per-endpoint overrides; return them normalised (floats as floats, lists of floats).
+
+    Raises:
+        InvalidEndpoint: an unknown key, a wrong type, or a value out of range.
+    """
+    out: dict[str, Any] = {}
+    for key, value in raw.items():
+        kind = SETTING_TYPES.get(key)
+        if kind is None:
+            raise InvalidEndpoint(
+                f"settings: unknown key {key!r} (known: {', '.join(SETTING_TYPES)})"
+            )
+        if kind is list:
+            if not isinstance(value, list) or not value or not all(_number(v) for v in value):
+                raise InvalidEndpoint(f"settings.{key}: expected a non-empty list of seconds")
+            out[key] = [float(v) for v in value]
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InvalidEndpoint(f"settings.{key}: expected an integer >= 1, got {value!r}")
+            out[key] = value
+        else:
+            if not _number(value) or value < 0:
+                raise InvalidEndpoint(f"settings.{key}: expected a number >= 0, got {value!r}")
+            out[key] = float(value)
+    for key in ("connect_timeout_s", "total_timeout_s"):
+        if key in out and out[key] <= 0:
+            raise InvalidEndpoint(f"settings.{key}: must be greater than 0")
+    return out
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

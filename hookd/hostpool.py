@@ -9,6 +9,7 @@ are mapped here to `FailureKind`, so `classify` stays free of aiohttp.
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ import aiohttp
 
 from hookd.classify import FailureKind
 from hookd.config import HttpConfig
+
+log = logging.getLogger("hookd.hostpool")
 
 
 class Origin(NamedTuple):
@@ -97,6 +100,7 @@ class HostPools:
         self._cfg = cfg
         self._sessions: dict[Origin, aiohttp.ClientSession] = {}
         self._semaphores: dict[Origin, asyncio.Semaphore] = {}
+        self._fresh: dict[Origin, aiohttp.ClientSession] = {}
 
     async def __aenter__(self) -> HostPools:
         return self
@@ -106,8 +110,9 @@ class HostPools:
 
     async def close(self) -> None:
         """Close every session; idempotent."""
-        sessions, self._sessions = self._sessions, {}
-        for s in sessions.values():
+        sessions = [*self._sessions.values(), *self._fresh.values()]
+        self._sessions, self._fresh = {}, {}
+        for s in sessions:
             await s.close()
 
     def slots(self, origin: Origin) -> asyncio.Semaphore:
@@ -135,6 +140,19 @@ class HostPools:
             self._sessions[origin] = session
         return session
 
+    def _fresh_session(self, origin: Origin) -> aiohttp.ClientSession:
+        """A session whose every request opens a new connection (for the one stale-connection retry)."""
+        session = self._fresh.get(origin)
+        if session is None:
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(force_close=True, limit=self._cfg.per_host_limit),
+                auto_decompress=False,
+                headers={"User-Agent": self._cfg.user_agent},
+                skip_auto_headers=("Accept-Encoding",),
+            )
+            self._fresh[origin] = session
+        return session
+
     async def post(
         self,
         origin: Origin,
@@ -148,7 +166,9 @@ class HostPools:
         """POST `body` to `url` and return the response; never follows redirects.
 
         Reads at most `response_body_max_bytes` of the body; a longer (or endless) body ends the
-        read and closes that connection instead of returning it to the pool.
+        read and closes that connection instead of returning it to the pool. If the server drops
+        the connection before any response (typically a stale keep-alive connection it had
+        already closed), the request is sent once more at once on a fresh connection.
 
         Raises:
             SendFailed: no response (timeout, DNS, connect, TLS, reset, disconnect).
@@ -158,21 +178,60 @@ class HostPools:
             total=total_timeout_s or cfg.total_timeout_s,
             sock_connect=connect_timeout_s or cfg.connect_timeout_s,
         )
-        cap = cfg.response_body_max_bytes
         try:
-            async with self._session(origin).post(
-                url, data=body, headers=headers, allow_redirects=False, timeout=timeout
-            ) as resp:
-                kept = bytearray()
-                while len(kept) < cap:
-                    chunk = await resp.content.read(cap - len(kept))
-                    if not chunk:
-                        break
-                    kept += chunk
-                if not resp.content.at_eof():
-                    # Unread body: do not hand this connection back to the pool.
-                    resp.close()
-                return Response(resp.status, resp.headers.get("Retry-After"), bytes(kept))
+            try:
+                return await self._send(self._session(origin), url, body, headers, timeout)
+            except _NoResponse as stale:
+                log.debug(
+                    "no response on a pooled connection to %s (%s); retrying fresh",
+                    origin,
+                    stale.__cause__,
+                )
+                return await self._send(self._fresh_session(origin), url, body, headers, timeout)
+        except _NoResponse as exc:
+            cause = exc.__cause__
+            assert cause is not None
+            raise SendFailed(failure_kind(cause), _describe(cause)) from cause
         except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
-            kind = failure_kind(exc)
-            raise SendFailed(kind, f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+            raise SendFailed(failure_kind(exc), _describe(exc)) from exc
+
+    async def _send(
+        self,
+        session: aiohttp.ClientSession,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_timeout: aiohttp.ClientTimeout,
+    ) -> Response:
+        cap = self._cfg.response_body_max_bytes
+        try:
+            cm = session.post(
+                url, data=body, headers=headers, allow_redirects=False, timeout=client_timeout
+            )
+            resp = await cm.__aenter__()
+        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError) as exc:
+            raise _NoResponse() from exc
+        try:
+            kept = bytearray()
+            while len(kept) < cap:
+                chunk = await resp.content.read(cap - len(kept))
+                if not chunk:
+                    break
+                kept += chunk
+            if not resp.content.at_eof():
+                # Unread body: do not hand this connection back to the pool.
+                resp.close()
+            return Response(resp.status, resp.headers.get("Retry-After"), bytes(kept))
+        finally:
+            await cm.__aexit__(None, None, None)
+
+
+class _NoResponse(Exception):
+    """The connection was dropped before any response; __cause__ holds aiohttp's error."""
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, TimeoutError) or not text:
+        return type(exc).__name__
+    return f"{type(exc).__name__}: {text}"

@@ -85,19 +85,27 @@ class Metrics:
         self.in_flight = Gauge(
             "hookd_deliveries_in_flight", "Deliveries held by this process.", registry=r
         )
+        self.requests_in_flight = Gauge(
+            "hookd_requests_in_flight", "HTTP requests being sent now.", registry=r
+        )
         self.wakeups = Counter(
             "hookd_wakeups_total",
-            "Dispatcher wake-ups by source (notify, poll).",
+            "Dispatcher wake-ups by source (notify, timer, poll).",
             ["source"],
             registry=r,
         )
         self.listener_reconnects = Counter(
             "hookd_listener_reconnects_total", "LISTEN connection replaced.", registry=r
         )
+        self.internal_errors = Counter(
+            "hookd_internal_errors_total",
+            "Unexpected errors caught at task boundaries.",
+            registry=r,
+        )
         self.db_errors = Counter(
             "hookd_database_errors_total", "Failed database operations.", registry=r
         )
         for outcome in ("delivered", "retry_scheduled", "failed", "paused"):
             self.deliveries.labels(outcome)
-        for source in ("notify", "poll"):
+        for source in ("notify", "timer", "poll"):
             self.wakeups.labels(source)

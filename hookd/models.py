@@ -35,6 +35,7 @@ class Endpoint:
     disabled_reason: str | None
     settings: Mapping[str, Any]
     created_at: datetime
+    breaker_open_until: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class Outcome:
     """What to write back for a delivery after an attempt.
 
     `retry_in_s` is set when `state` is pending: seconds from the write until the next attempt.
+    `counted` is False when the lease is given back without an attempt having been made.
     """
 
     delivery_id: int
@@ -81,3 +83,4 @@ class Outcome:
     retry_in_s: float | None
     status: int | None
     error: str | None
+    counted: bool = True

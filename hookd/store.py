@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -63,6 +63,7 @@ def _endpoint(r: asyncpg.Record) -> Endpoint:
         disabled_reason=r["disabled_reason"],
         settings=orjson.loads(settings) if isinstance(settings, str) else settings,
         created_at=r["created_at"],
+        breaker_open_until=r["breaker_open_until"],
     )
 
 
@@ -131,6 +132,7 @@ class Store:
                     [o.retry_in_s for o in outcomes],
                     [o.status for o in outcomes],
                     [o.error for o in outcomes],
+                    [o.counted for o in outcomes],
                     self.owner,
                 )
             if attempts:
@@ -146,11 +148,14 @@ class Store:
                 )
         return applied
 
-    async def release(self, delivery_ids: Iterable[int]) -> None:
-        """Give back leased deliveries that were not attempted; they become due at once."""
-        ids = list(delivery_ids)
-        if ids:
-            await self.pool.execute(QUERIES["release"], ids, self.owner)
+    async def near_due(self, horizon_s: float, limit: int) -> list[tuple[int, float]]:
+        """Unleased pending deliveries due within `horizon_s`: (id, seconds until due)."""
+        rows = await self.pool.fetch(QUERIES["near_due"], horizon_s, limit)
+        return [(r["id"], r["due_in_s"]) for r in rows]
+
+    async def set_breaker(self, endpoint_id: int, open_until: datetime | None) -> None:
+        """Record an endpoint's breaker state (None: closed) for status and metrics."""
+        await self.pool.execute(QUERIES["set_breaker"], endpoint_id, open_until)
 
     async def set_sleeping(self, sleeping: bool) -> None:
         """Tell publishers whether a daemon is asleep and wants a NOTIFY."""

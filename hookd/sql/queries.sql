@@ -57,23 +57,26 @@ RETURNING d.id, d.endpoint_id, d.attempts, e.id AS event_id, e.event_type, e.cre
           e.payload, d.created_at AS delivery_created_at;
 
 -- name: record_outcomes
--- Write back a batch of attempt outcomes. Only rows still leased to $8 at the same attempt count
--- are touched, so a delivery whose lease expired and was taken over is left to its new owner.
+-- Write back a batch of outcomes. Only rows still leased to $8 at the same attempt count are
+-- touched, so a delivery whose lease expired and was taken over is left to its new owner.
+-- `counted` false gives back a lease without an attempt (never sent): the attempt counter and
+-- the last status stay as they were.
 WITH o AS (
     SELECT *
-    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[])
-        AS o (id, attempts, state, retry_in_s, status, error)
+    FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[], $7::bool[])
+        AS o (id, attempts, state, retry_in_s, status, error, counted)
 ), upd AS (
     UPDATE hookd.deliveries d
     SET state = o.state,
+        attempts = CASE WHEN o.counted THEN d.attempts ELSE d.attempts - 1 END,
         next_attempt_at = CASE WHEN o.retry_in_s IS NULL THEN d.next_attempt_at
                                ELSE now() + make_interval(secs => o.retry_in_s) END,
         lease_owner = NULL,
-        last_status = o.status,
-        last_error = o.error,
+        last_status = CASE WHEN o.counted THEN o.status ELSE d.last_status END,
+        last_error = CASE WHEN o.counted THEN o.error ELSE d.last_error END,
         finished_at = CASE WHEN o.state IN ('delivered', 'failed') THEN now() END
     FROM o
-    WHERE d.id = o.id AND d.lease_owner = $7 AND d.attempts = o.attempts
+    WHERE d.id = o.id AND d.lease_owner = $8 AND d.attempts = o.attempts
     RETURNING d.id
 )
 SELECT count(*) FROM upd;
@@ -84,11 +87,17 @@ SELECT id, attempt, to_timestamp(started), duration_s, status, error, body
 FROM unnest($1::bigint[], $2::int[], $3::float8[], $4::float8[], $5::int[], $6::text[], $7::text[])
     AS a (id, attempt, started, duration_s, status, error, body);
 
--- name: release
--- Give back leased deliveries that were never attempted (shutdown, lease too close to expiry).
-UPDATE hookd.deliveries
-SET attempts = attempts - 1, next_attempt_at = now(), lease_owner = NULL
-WHERE id = ANY ($1::bigint[]) AND lease_owner = $2;
+-- name: near_due
+-- Pending deliveries that fall due within $1 seconds and are not leased: (id, seconds until due).
+SELECT id, extract(epoch FROM next_attempt_at - now())::float8 AS due_in_s
+FROM hookd.deliveries
+WHERE state = 'pending' AND lease_owner IS NULL
+  AND next_attempt_at > now() AND next_attempt_at <= now() + make_interval(secs => $1)
+ORDER BY next_attempt_at
+LIMIT $2;
+
+-- name: set_breaker
+UPDATE hookd.endpoints SET breaker_open_until = $2 WHERE id = $1;
 
 -- name: set_sleeping
 UPDATE hookd.waker SET sleeping = $1 WHERE sleeping IS DISTINCT FROM $1;
@@ -106,13 +115,15 @@ SELECT EXISTS (SELECT 1 FROM hookd.events WHERE fanned_out_at IS NULL)
 SELECT install_id FROM hookd.meta;
 
 -- name: endpoints_all
-SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at
+SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
+       breaker_open_until
 FROM hookd.endpoints ORDER BY id;
 
 -- name: endpoint_insert
 INSERT INTO hookd.endpoints (url, tenant, event_types, secret, settings)
 VALUES ($1, $2, $3, $4, $5)
-RETURNING id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at;
+RETURNING id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
+          breaker_open_until;
 
 -- name: endpoint_set_enabled
 WITH ep AS (

@@ -1,0 +1,85 @@
+"""What the dispatcher keeps per endpoint while running: origin, signer, limits, breaker, policy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hookd.breaker import CircuitBreaker
+from hookd.config import Config
+from hookd.endpoints import validate_settings
+from hookd.errors import InvalidEndpoint
+from hookd.hostpool import Origin
+from hookd.limits import AdaptiveLimit
+from hookd.models import Endpoint
+from hookd.retry import RetryPolicy
+from hookd.signing import InvalidSecret, Signer
+
+
+@dataclass(eq=False, slots=True)
+class EndpointRuntime:
+    """An endpoint plus its live state. `problem` is set when it cannot be sent to at all."""
+
+    endpoint: Endpoint
+    origin: Origin | None
+    signer: Signer | None
+    policy: RetryPolicy
+    limit: AdaptiveLimit
+    breaker: CircuitBreaker
+    connect_timeout_s: float
+    total_timeout_s: float
+    problem: str | None = None
+    held: int = 0
+    """Deliveries of this endpoint held by this process (queued or sending)."""
+    disabled: bool = False
+    """Disabled while running (410 Gone), before the endpoint cache is reloaded."""
+
+    @classmethod
+    def build(cls, ep: Endpoint, cfg: Config) -> EndpointRuntime:
+        """Runtime state for a newly seen endpoint."""
+        rt = cls(
+            ep,
+            None,
+            None,
+            cfg.retry.policy(),
+            AdaptiveLimit(cfg.http.per_endpoint_limit),
+            CircuitBreaker(cfg.breaker.settings()),
+            cfg.http.connect_timeout_s,
+            cfg.http.total_timeout_s,
+        )
+        rt.update(ep, cfg)
+        return rt
+
+    def update(self, ep: Endpoint, cfg: Config) -> None:
+        """Apply a changed endpoint row (URL, secret, settings) while keeping live state."""
+        self.endpoint = ep
+        self.disabled = False
+        self.problem = None
+        try:
+            self.origin = Origin.of(ep.url)
+            self.signer = Signer(ep.secret)
+            s = validate_settings(ep.settings)
+            self.policy = cfg.retry.policy().with_overrides(
+                **{
+                    field: s[key]
+                    for key, field in (
+                        ("retry_schedule_s", "schedule_s"),
+                        ("retry_max_attempts", "max_attempts"),
+                        ("retry_max_age_s", "max_age_s"),
+                        ("retry_jitter", "jitter"),
+                    )
+                    if key in s
+                }
+            )
+        except (ValueError, InvalidSecret, InvalidEndpoint) as exc:
+            self.problem = str(exc)
+            return
+        self.limit.set_ceiling(s.get("max_concurrency", cfg.http.per_endpoint_limit))
+        self.connect_timeout_s = s.get("connect_timeout_s", cfg.http.connect_timeout_s)
+        self.total_timeout_s = s.get("total_timeout_s", cfg.http.total_timeout_s)
+        if self.connect_timeout_s > self.total_timeout_s:
+            self.connect_timeout_s = self.total_timeout_s
+
+    @property
+    def sendable(self) -> bool:
+        """Enabled, with a valid URL, secret and settings."""
+        return self.endpoint.enabled and not self.disabled and self.problem is None
