@@ -17,8 +17,8 @@ from typing import Any
 import asyncpg
 import orjson
 
-from hookd import __version__, config, migrate
-from hookd.endpoints import parse_event_types, validate_url
+from hookd import __version__, config, logs, migrate
+from hookd.endpoints import parse_event_types, validate_settings, validate_url
 from hookd.errors import ConfigError, HookdError
 from hookd.signing import InvalidSecret, decode_secret, generate_secret
 from hookd.store import Store
@@ -77,9 +77,32 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    for flag, key in (
+        ("connect_timeout", "connect_timeout_s"),
+        ("timeout", "total_timeout_s"),
+        ("max_concurrency", "max_concurrency"),
+        ("max_attempts", "retry_max_attempts"),
+        ("max_age", "retry_max_age_s"),
+    ):
+        value = getattr(args, flag, None)
+        if value is not None:
+            raw[key] = value
+    if getattr(args, "retry_schedule", None):
+        try:
+            raw["retry_schedule_s"] = [float(x) for x in args.retry_schedule.split(",")]
+        except ValueError:
+            raise HookdError(
+                "--retry-schedule: give seconds separated by commas, e.g. 0,5,300"
+            ) from None
+    return validate_settings(raw)
+
+
 async def cmd_endpoint_add(args: argparse.Namespace) -> int:
     url = validate_url(args.url)
     types = parse_event_types(args.event_types)
+    settings = _settings_from_args(args)
     secret = args.secret or generate_secret()
     try:
         decode_secret(secret)
@@ -89,7 +112,7 @@ async def cmd_endpoint_add(args: argparse.Namespace) -> int:
         raise HookdError("--tenant: must be 1-200 characters")
 
     async def go(store: Store) -> int:
-        ep = await store.add_endpoint(url, secret, types, args.tenant)
+        ep = await store.add_endpoint(url, secret, types, args.tenant, settings)
         if args.json:
             print(orjson.dumps({"id": ep.id, "secret": secret}).decode())
         else:
@@ -147,14 +170,36 @@ def _set_enabled(enabled: bool) -> Callable[[argparse.Namespace], Awaitable[int]
     return cmd
 
 
+async def cmd_endpoint_delete(args: argparse.Namespace) -> int:
+    async def go(store: Store) -> int:
+        if not await store.delete_endpoint(args.id):
+            raise HookdError(f"no endpoint with id {args.id}")
+        print(f"endpoint {args.id} deleted; its open deliveries are settled as failed")
+        return 0
+
+    return await _with_store(args, go)
+
+
+async def cmd_endpoint_settings(args: argparse.Namespace) -> int:
+    settings = _settings_from_args(args)
+
+    async def go(store: Store) -> int:
+        if not await store.set_endpoint_settings(args.id, settings):
+            raise HookdError(f"no endpoint with id {args.id}")
+        print(f"endpoint {args.id} settings: {orjson.dumps(settings).decode()}")
+        return 0
+
+    return await _with_store(args, go)
+
+
 async def cmd_run(args: argparse.Namespace) -> int:
     import uvloop  # noqa: F401  (imported here so `hookd --help` stays fast)
 
-    from hookd.daemon import Daemon
+    from hookd.daemon import Daemon, config_path_of
 
     cfg = config.load(args.config, args.dsn)
-    logging.getLogger().setLevel(cfg.log.level.upper())
-    daemon = Daemon(cfg)
+    logs.configure(cfg.log.level, cfg.log.format)
+    daemon = Daemon(cfg, config_path_of(args.config), args.dsn)
     remove = daemon.handle_signals()
     try:
         await daemon.run()
@@ -246,6 +291,16 @@ def _db_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="read the DSN from this TOML file")
 
 
+def _override_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("per-endpoint overrides of the configuration")
+    g.add_argument("--timeout", type=float, metavar="SECONDS", help="total timeout of an attempt")
+    g.add_argument("--connect-timeout", type=float, metavar="SECONDS")
+    g.add_argument("--max-concurrency", type=int, metavar="N", help="concurrent requests")
+    g.add_argument("--retry-schedule", metavar="S,S,...", help="delays before attempts, seconds")
+    g.add_argument("--max-attempts", type=int, metavar="N")
+    g.add_argument("--max-age", type=float, metavar="SECONDS", help="give up after this age")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hookd", description="Webhook delivery from a PostgreSQL outbox."
@@ -268,8 +323,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tenant")
     p.add_argument("--secret", help="whsec_... (generated when not given)")
+    _override_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_endpoint_add)
+    p = ep.add_parser("settings", help="replace an endpoint's overrides (none given: defaults)")
+    _db_args(p)
+    p.add_argument("id", type=int)
+    _override_args(p)
+    p.set_defaults(fn=cmd_endpoint_settings)
+    p = ep.add_parser("delete", help="delete an endpoint (its open deliveries fail, history stays)")
+    _db_args(p)
+    p.add_argument("id", type=int)
+    p.set_defaults(fn=cmd_endpoint_delete)
     p = ep.add_parser("list", help="list endpoints (secrets masked)")
     _db_args(p)
     p.add_argument("--json", action="store_true")

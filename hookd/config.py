@@ -130,11 +130,29 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminConfig:
+    """The admin HTTP server: /metrics, /healthz, /readyz."""
+
+    enabled: bool = True
+    """Serve the admin endpoints."""
+    host: str = "127.0.0.1"
+    """Address to bind; keep it on loopback unless a firewall guards it."""
+    port: int = 9464
+    """TCP port (0: any free port, logged at start)."""
+    stats_interval_s: float = 5.0
+    """How often backlog and pending figures are read from the database for metrics."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
-    """Logging to stderr."""
+    """Logging to stderr (journald takes it under systemd)."""
 
     level: str = "info"
     """One of debug, info, warning, error."""
+    format: str = "text"
+    """"text" (human-readable) or "json" (one JSON object per line)."""
+    failed_attempts_per_s: float = 10.0
+    """Most log lines per second about failed attempts; the rest are counted and summarised."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +164,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -244,6 +263,12 @@ def validate(cfg: Config) -> Config:
         )
     if h.connect_timeout_s > h.total_timeout_s:
         raise ConfigError("http.connect_timeout_s: must not exceed http.total_timeout_s")
+    if cfg.log.format not in ("text", "json"):
+        raise ConfigError(f"log.format: must be text or json, got {cfg.log.format!r}")
+    if not 0 <= cfg.admin.port <= 65535:
+        raise ConfigError(f"admin.port: must be 0-65535, got {cfg.admin.port}")
+    _positive("admin.stats_interval_s", cfg.admin.stats_interval_s)
+    _positive("log.failed_attempts_per_s", cfg.log.failed_attempts_per_s)
     if cfg.log.level not in _LEVELS:
         raise ConfigError(
             f"log.level: must be one of {', '.join(sorted(_LEVELS))}, got {cfg.log.level!r}"

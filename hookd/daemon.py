@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import logging
+import os
 import signal
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import asyncpg
+import sdnotify
 
-from hookd import migrate
+from hookd import config, logs, migrate
+from hookd.admin import AdminServer
 from hookd.config import Config
 from hookd.dispatcher import Dispatcher
-from hookd.errors import DatabaseUnavailable, SchemaMissing
+from hookd.errors import ConfigError, DatabaseUnavailable, SchemaMissing
 from hookd.hostpool import HostPools
 from hookd.listener import Listener
 from hookd.metrics import Metrics
@@ -26,6 +33,8 @@ log = logging.getLogger("hookd")
 # crash can lose the last moments of progress, which only means those deliveries are attempted
 # again (at-least-once). It keeps fsync latency out of the delivery path.
 _SERVER_SETTINGS = {"application_name": "hookd", "synchronous_commit": "off"}
+
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
 
 
 async def open_pool(cfg: Config, max_size: int | None = None) -> asyncpg.Pool:
@@ -72,44 +81,89 @@ async def open_pool(cfg: Config, max_size: int | None = None) -> asyncpg.Pool:
 
 
 class Daemon:
-    """One running hookd: listener, dispatcher, outcome writer and HTTP pools.
+    """One running hookd: listener, dispatcher, outcome writer, HTTP pools and admin server.
 
     `ready` is set once the database answered and LISTEN is active; `stop()` (or SIGTERM/SIGINT
-    when `handle_signals` is used) drains and returns from `run()`.
+    with `handle_signals()`) drains and returns from `run()`; SIGHUP calls `reload()`.
+    `config_path` and `dsn_override` are what `reload()` reads again.
     """
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(
+        self, cfg: Config, config_path: str | None = None, dsn_override: str | None = None
+    ) -> None:
         self.cfg = cfg
         self.metrics = Metrics()
         self.ready = asyncio.Event()
         self._stop = asyncio.Event()
+        self._config_path = config_path
+        self._dsn_override = dsn_override
         self.dispatcher: Dispatcher | None = None
         self.listener: Listener | None = None
+        self.admin: AdminServer | None = None
+        self._pool: asyncpg.Pool | None = None
+        self._notifier = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
+
+    # -- control ----------------------------------------------------------------------------
 
     def stop(self) -> None:
         """Ask the daemon to drain and exit."""
         self._stop.set()
 
+    def reload(self) -> bool:
+        """Read the configuration again and apply limits, log settings and the endpoint cache.
+
+        An invalid new configuration is refused and logged; the old one stays. Database
+        settings need a restart. Returns True if the new configuration was applied.
+        """
+        try:
+            new = config.load(self._config_path, self._dsn_override)
+        except ConfigError as exc:
+            log.error("reload refused, keeping the running configuration: %s", exc)
+            return False
+        if new.database != self.cfg.database:
+            log.warning("reload: [database] changes need a restart; keeping the running ones")
+            new = dataclasses.replace(new, database=self.cfg.database)
+        self.cfg = new
+        logs.configure(new.log.level, new.log.format)
+        if self.dispatcher is not None:
+            self.dispatcher.reconfigure(new)
+        log.info("configuration reloaded")
+        return True
+
     def handle_signals(self) -> Callable[[], None]:
-        """Install SIGTERM/SIGINT handlers that call stop(); returns a function that removes them."""
+        """Install SIGTERM/SIGINT (drain) and SIGHUP (reload) handlers; returns their remover."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_signal, sig)
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._on_reload_signal)
 
         def remove() -> None:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                 loop.remove_signal_handler(sig)
 
         return remove
 
-    def _on_signal(self, sig: signal.Signals) -> None:
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
         log.info("received %s: draining", sig.name)
         self.stop()
 
+    def _on_reload_signal(self) -> None:
+        self._notify("RELOADING=1")
+        self.reload()
+        self._notify("READY=1")
+
+    def _notify(self, message: str) -> None:
+        """Send one sd_notify message (systemd's notify protocol) when NOTIFY_SOCKET is set."""
+        if self._notifier is not None:
+            self._notifier.notify(message)
+
+    # -- running ----------------------------------------------------------------------------
+
     async def run(self) -> None:
-        """Run until stop(). Raises DatabaseUnavailable or SchemaMissing at start-up."""
+        """Run until stop(). Raises DatabaseUnavailable or SchemaMissing at start-up, or
+        OSError if the admin port cannot be bound."""
         cfg = self.cfg
-        pool = await open_pool(cfg)
+        pool = self._pool = await open_pool(cfg)
         try:
             store = Store(pool, uuid.uuid4())
             install_id = await store.install_id()
@@ -128,24 +182,113 @@ class Daemon:
                     token=str(store.owner),
                 )
                 listener.on_reconnect_metric = self.metrics.listener_reconnects.inc
-                async with asyncio.TaskGroup() as tg:
-                    listen_task = tg.create_task(listener.run(), name="listener")
-                    write_task = tg.create_task(writer.run(), name="writer")
-                    await listener.ready.wait()
-                    claim_task = tg.create_task(dispatcher.run(), name="dispatcher")
-                    self.ready.set()
-                    log.info("hookd ready (lease owner %s)", store.owner)
-                    await self._stop.wait()
-                    # Teardown order: stop claiming and let attempts finish, then write their
-                    # outcomes, and only then drop the listener and the writer task.
-                    await dispatcher.drain(cfg.daemon.shutdown_grace_s)
-                    await claim_task
-                    write_task.cancel()
-                    listen_task.cancel()
+                async with self._admin_server():
+                    await self._run_parts(store, writer, dispatcher, listener)
                 await self._final_flush(writer)
         finally:
             await pool.close()
         log.info("hookd stopped")
+
+    async def _run_parts(
+        self, store: Store, writer: OutcomeWriter, dispatcher: Dispatcher, listener: Listener
+    ) -> None:
+        cfg = self.cfg
+        async with asyncio.TaskGroup() as tg:
+            listen_task = tg.create_task(listener.run(), name="listener")
+            write_task = tg.create_task(writer.run(), name="writer")
+            stats_task = tg.create_task(self._stats(store, dispatcher), name="stats")
+            watchdog_task = tg.create_task(self._watchdog(), name="watchdog")
+            await listener.ready.wait()
+            claim_task = tg.create_task(dispatcher.run(), name="dispatcher")
+            self.ready.set()
+            self._notify("READY=1")
+            log.info("hookd ready (lease owner %s)", store.owner)
+            await self._stop.wait()
+            self._notify("STOPPING=1")
+            # Teardown order: stop claiming and let attempts finish, then write their outcomes,
+            # and only then drop the listener and the writer task.
+            await dispatcher.drain(cfg.daemon.shutdown_grace_s)
+            await claim_task
+            for task in (write_task, listen_task, stats_task, watchdog_task):
+                task.cancel()
+
+    @contextlib.asynccontextmanager
+    async def _admin_server(self) -> AsyncIterator[None]:
+        """Serve /metrics, /healthz and /readyz while the body runs (if enabled).
+
+        Started before the other parts so a port already in use is a clear start-up error.
+        """
+        cfg = self.cfg.admin
+        if not cfg.enabled:
+            yield
+            return
+        admin = AdminServer(self.metrics, self._ready_problem, cfg.host, cfg.port)
+        try:
+            await admin.__aenter__()
+        except OSError as exc:
+            raise ConfigError(
+                f"admin: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+            ) from None
+        self.admin = admin
+        log.info("admin server on http://%s:%d", cfg.host, admin.port)
+        try:
+            yield
+        finally:
+            await admin.__aexit__(None, None, None)
+
+    async def _ready_problem(self) -> str | None:
+        if self.listener is None or not self.listener.ready.is_set():
+            return "LISTEN connection is down"
+        if self._pool is None:
+            return "no database pool"
+        try:
+            await self._pool.fetchval("SELECT 1")
+        except DB_ERRORS as exc:
+            return f"database error: {exc}"
+        return None
+
+    async def _stats(self, store: Store, dispatcher: Dispatcher) -> None:
+        """Refresh database-derived gauges and the systemd STATUS line every stats_interval_s."""
+        m = self.metrics
+        last_delivered = m.deliveries.labels("delivered")._value.get()
+        last_t = time.monotonic()
+        while True:
+            try:
+                s = await store.status()
+                m.outbox_backlog.set(s.outbox_backlog)
+                m.deliveries_open.labels("pending").set(s.pending)
+                m.deliveries_open.labels("paused").set(s.paused)
+                m.deliveries_open.labels("failed").set(s.failed)
+                m.oldest_pending.set(s.oldest_pending_s or 0.0)
+                m.disabled_endpoints.set(s.disabled_endpoints)
+                m.open_breakers.set(dispatcher.open_breakers())
+                m.retry_timers.set(dispatcher.timers)
+                m.up.set(1 if self.listener is not None and self.listener.ready.is_set() else 0)
+                delivered = m.deliveries.labels("delivered")._value.get()
+                now = time.monotonic()
+                rate = (delivered - last_delivered) / max(now - last_t, 1e-6)
+                last_delivered, last_t = delivered, now
+                self._notify(
+                    f"STATUS=backlog {s.outbox_backlog} events, {s.pending} pending deliveries, "
+                    f"{rate:.0f} delivered/s"
+                )
+            except DB_ERRORS as exc:
+                m.db_errors.inc()
+                m.up.set(0)
+                log.warning("reading status figures failed (%s)", exc)
+            await asyncio.sleep(self.cfg.admin.stats_interval_s)
+
+    async def _watchdog(self) -> None:
+        """Send WATCHDOG=1 at half the interval systemd asked for (WATCHDOG_USEC), from the loop:
+        a blocked event loop stops the pings and systemd restarts the service."""
+        usec = os.environ.get("WATCHDOG_USEC")
+        pid = os.environ.get("WATCHDOG_PID")
+        if self._notifier is None or not usec or (pid and int(pid) != os.getpid()):
+            return
+        interval_s = int(usec) / 1e6 / 2
+        while True:
+            self._notify("WATCHDOG=1")
+            await asyncio.sleep(interval_s)
 
     @staticmethod
     async def _final_flush(writer: OutcomeWriter) -> None:
@@ -153,10 +296,15 @@ class Daemon:
             try:
                 await writer.flush()
                 return
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+            except DB_ERRORS as exc:
                 log.warning("final write of outcomes failed (%s)", exc)
                 await asyncio.sleep(0.2)
         log.error(
             "%d outcomes not written; their leases will expire and they will be retried",
             len(writer),
         )
+
+
+def config_path_of(path: str | None) -> str | None:
+    """Absolute path of the configuration file, so SIGHUP reloads it after a chdir."""
+    return str(Path(path).resolve()) if path else None

@@ -156,7 +156,7 @@ async def _publish_and_deliver(
 
     expected = _expected()
     total = sum(len(v) for v in expected.values())
-    cfg = config.from_mapping({"daemon": {"poll_interval_s": 0.5}})
+    cfg = config.from_mapping({"daemon": {"poll_interval_s": 0.5}, "admin": {"enabled": False}})
     cfg = dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, dsn=dsn))
     daemon = Daemon(cfg)
     started = time.perf_counter()

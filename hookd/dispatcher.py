@@ -26,6 +26,8 @@ import asyncpg
 from hookd.classify import Classification, Verdict
 from hookd.config import Config
 from hookd.hostpool import HostPools, Origin
+from hookd.limits import AdaptiveLimit
+from hookd.logs import RateLimitedLog
 from hookd.metrics import Metrics
 from hookd.models import AttemptRecord, Delivery, DeliveryState, Outcome
 from hookd.runtime import EndpointRuntime
@@ -76,7 +78,8 @@ class Dispatcher:
         self._endpoints: dict[int, EndpointRuntime] = {}
         self._endpoints_loaded_at = -1e9
         self._origin_held: Tally[Origin] = Tally()
-        self._requests = asyncio.Semaphore(cfg.http.max_concurrent_requests)
+        self._requests = AdaptiveLimit(cfg.http.max_concurrent_requests)
+        self._failure_log = RateLimitedLog(log, cfg.log.failed_attempts_per_s)
         self._tasks: dict[asyncio.Task[None], _Held] = {}
         self._held = 0
         self._wake = asyncio.Event()
@@ -115,6 +118,20 @@ class Dispatcher:
     def open_breakers(self) -> int:
         """Endpoints whose breaker is open or half-open."""
         return sum(1 for rt in self._endpoints.values() if rt.breaker.state != "closed")
+
+    def reconfigure(self, cfg: Config) -> None:
+        """Apply a reloaded configuration: limits, retry policy, timeouts; reload endpoints soon.
+
+        In-flight work keeps going; new limits apply as slots are taken and given back.
+        """
+        self._cfg = cfg
+        self._requests.set_ceiling(cfg.http.max_concurrent_requests)
+        self._pools.reconfigure(cfg.http)
+        for rt in self._endpoints.values():
+            rt.update(rt.endpoint, cfg)
+        self._failure_log = RateLimitedLog(log, cfg.log.failed_attempts_per_s)
+        self._endpoints_loaded_at = -1e9
+        self._wake.set()
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -312,7 +329,10 @@ class Dispatcher:
                     # Not to be attempted now; what to do with it is decided below.
                     return
                 held.sending = True
-                self._metrics.requests_in_flight.inc()
+                host_gauge = self._metrics.requests_in_flight.labels(
+                    self._metrics.host(origin.host)
+                )
+                host_gauge.inc()
                 try:
                     cls, rec = await attempt(
                         self._pools,
@@ -328,7 +348,7 @@ class Dispatcher:
                         disable_on_gone=self._cfg.http.disable_on_gone,
                     )
                 finally:
-                    self._metrics.requests_in_flight.dec()
+                    host_gauge.dec()
                 self._record(d, rt, cls, rec)
                 held.settled = True
         except Exception:
@@ -366,6 +386,13 @@ class Dispatcher:
             rt.breaker.record(True, now)
             self._writer.add(outcome, rec)
             return
+        self._failure_log.warning(
+            "endpoint %d delivery %d attempt %d failed: %s",
+            rt.endpoint.id,
+            d.id,
+            d.attempt,
+            rec.error,
+        )
         if cls.slow_down:
             rt.limit.slow_down()
         if rt.breaker.record(False, now):

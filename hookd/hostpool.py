@@ -8,7 +8,6 @@ are mapped here to `FailureKind`, so `classify` stays free of aiohttp.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ import aiohttp
 
 from hookd.classify import FailureKind
 from hookd.config import HttpConfig
+from hookd.limits import AdaptiveLimit
 
 log = logging.getLogger("hookd.hostpool")
 
@@ -99,7 +99,7 @@ class HostPools:
     def __init__(self, cfg: HttpConfig) -> None:
         self._cfg = cfg
         self._sessions: dict[Origin, aiohttp.ClientSession] = {}
-        self._semaphores: dict[Origin, asyncio.Semaphore] = {}
+        self._limits: dict[Origin, AdaptiveLimit] = {}
         self._fresh: dict[Origin, aiohttp.ClientSession] = {}
 
     async def __aenter__(self) -> HostPools:
@@ -115,12 +115,21 @@ class HostPools:
         for s in sessions:
             await s.close()
 
-    def slots(self, origin: Origin) -> asyncio.Semaphore:
-        """The semaphore bounding concurrent requests to `origin`."""
-        sem = self._semaphores.get(origin)
-        if sem is None:
-            sem = self._semaphores[origin] = asyncio.Semaphore(self._cfg.per_host_limit)
-        return sem
+    def slots(self, origin: Origin) -> AdaptiveLimit:
+        """The limit bounding concurrent requests to `origin` (`per_host_limit`)."""
+        limit = self._limits.get(origin)
+        if limit is None:
+            limit = self._limits[origin] = AdaptiveLimit(self._cfg.per_host_limit)
+        return limit
+
+    def reconfigure(self, cfg: HttpConfig) -> None:
+        """Apply reloaded settings: per-origin limits now, timeouts and body cap on next requests.
+
+        Existing connection pools keep their size until they are recreated (at restart).
+        """
+        self._cfg = cfg
+        for limit in self._limits.values():
+            limit.set_ceiling(cfg.per_host_limit)
 
     def _session(self, origin: Origin) -> aiohttp.ClientSession:
         session = self._sessions.get(origin)

@@ -47,10 +47,16 @@ _LAG_BUCKETS_S = (
 )
 
 
+MAX_HOST_LABELS = 20
+"""Hosts that get their own `host` label value; the rest share "other"."""
+
+
 class Metrics:
     """The metric objects of one daemon, on their own registry (tests may build several)."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_host_labels: int = MAX_HOST_LABELS) -> None:
+        self._hosts: dict[str, str] = {}
+        self._max_hosts = max_host_labels
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.build_info = Info("hookd_build", "hookd version.", registry=r)
         self.build_info.info({"version": hookd.__version__})
@@ -86,7 +92,37 @@ class Metrics:
             "hookd_deliveries_in_flight", "Deliveries held by this process.", registry=r
         )
         self.requests_in_flight = Gauge(
-            "hookd_requests_in_flight", "HTTP requests being sent now.", registry=r
+            "hookd_requests_in_flight",
+            f"HTTP requests being sent now, by host (the first {max_host_labels} hosts seen; the "
+            "rest as other).",
+            ["host"],
+            registry=r,
+        )
+        self.outbox_backlog = Gauge(
+            "hookd_outbox_backlog_events", "Events waiting to be fanned out.", registry=r
+        )
+        self.deliveries_open = Gauge(
+            "hookd_deliveries_open",
+            "Deliveries not yet delivered, by state.",
+            ["state"],
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "hookd_oldest_pending_delivery_age_seconds",
+            "Age of the oldest pending delivery (0 when none).",
+            registry=r,
+        )
+        self.retry_timers = Gauge(
+            "hookd_retry_timers", "Retries waiting in this process's timer wheel.", registry=r
+        )
+        self.open_breakers = Gauge(
+            "hookd_circuit_breakers_open", "Endpoints whose circuit breaker is open.", registry=r
+        )
+        self.disabled_endpoints = Gauge(
+            "hookd_endpoints_disabled", "Endpoints that are disabled.", registry=r
+        )
+        self.up = Gauge(
+            "hookd_ready", "1 while the database answers and LISTEN is active, else 0.", registry=r
         )
         self.wakeups = Counter(
             "hookd_wakeups_total",
@@ -109,3 +145,13 @@ class Metrics:
             self.deliveries.labels(outcome)
         for source in ("notify", "timer", "poll"):
             self.wakeups.labels(source)
+        for state in ("pending", "paused", "failed"):
+            self.deliveries_open.labels(state)
+
+    def host(self, host: str) -> str:
+        """The bounded `host` label value for `host`."""
+        label = self._hosts.get(host)
+        if label is None:
+            label = host if len(self._hosts) < self._max_hosts else "other"
+            self._hosts[host] = label
+        return label

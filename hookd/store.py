@@ -49,6 +49,9 @@ class StatusCounts:
     paused: int
     failed: int
     oldest_pending_s: float | None
+    failed_attempts_last_hour: int
+    disabled_endpoints: int
+    open_breakers: int
 
 
 def _endpoint(r: asyncpg.Record) -> Endpoint:
@@ -214,6 +217,22 @@ class Store:
         assert row is not None
         return None if row["found"] == 0 else int(row["moved"])
 
+    async def delete_endpoint(self, endpoint_id: int) -> bool:
+        """Delete an endpoint and fail its unleased open deliveries; False if there was none."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(QUERIES["endpoint_delete"], endpoint_id)
+            if found is None:
+                return False
+            await conn.execute(QUERIES["endpoint_settle_deleted"], endpoint_id)
+        return True
+
+    async def set_endpoint_settings(self, endpoint_id: int, settings: dict[str, Any]) -> bool:
+        """Replace an endpoint's overrides (already validated); False if there is no such endpoint."""
+        found = await self.pool.fetchval(
+            QUERIES["endpoint_set_settings"], endpoint_id, orjson.dumps(settings).decode()
+        )
+        return found is not None
+
     async def deliveries(
         self, state: str | None = None, endpoint_id: int | None = None, limit: int = 100
     ) -> list[asyncpg.Record]:
@@ -241,6 +260,4 @@ class Store:
         """Backlog and pending figures."""
         r = await self.pool.fetchrow(QUERIES["status_counts"])
         assert r is not None
-        return StatusCounts(
-            r["outbox_backlog"], r["pending"], r["paused"], r["failed"], r["oldest_pending_s"]
-        )
+        return StatusCounts(**dict(r))

@@ -143,6 +143,19 @@ WITH ep AS (
 )
 SELECT (SELECT count(*) FROM ep) AS found, (SELECT count(*) FROM paused) AS moved;
 
+-- name: endpoint_delete
+-- Remove an endpoint. Its deliveries and attempts stay as history; the daemon settles any still
+-- pending as failed ("endpoint deleted") and never sends them.
+DELETE FROM hookd.endpoints WHERE id = $1 RETURNING id;
+
+-- name: endpoint_settle_deleted
+UPDATE hookd.deliveries
+SET state = 'failed', last_error = 'endpoint deleted', finished_at = now(), lease_owner = NULL
+WHERE endpoint_id = $1 AND state IN ('pending', 'paused') AND lease_owner IS NULL;
+
+-- name: endpoint_set_settings
+UPDATE hookd.endpoints SET settings = $2, updated_at = now() WHERE id = $1 RETURNING id;
+
 -- name: deliveries_list
 SELECT d.id, d.event_id, d.endpoint_id, d.state, d.attempts, d.next_attempt_at, d.last_status,
        d.last_error, d.created_at, d.finished_at, e.event_type
@@ -165,10 +178,16 @@ WHERE state = 'failed'
 RETURNING id;
 
 -- name: status_counts
+-- Each count reads a partial index of open deliveries, not the whole history.
 SELECT
     (SELECT count(*) FROM hookd.events WHERE fanned_out_at IS NULL) AS outbox_backlog,
-    (SELECT count(*) FILTER (WHERE state = 'pending') FROM hookd.deliveries) AS pending,
-    (SELECT count(*) FILTER (WHERE state = 'paused') FROM hookd.deliveries) AS paused,
-    (SELECT count(*) FILTER (WHERE state = 'failed') FROM hookd.deliveries) AS failed,
+    (SELECT count(*) FROM hookd.deliveries WHERE state = 'pending') AS pending,
+    (SELECT count(*) FROM hookd.deliveries WHERE state = 'paused') AS paused,
+    (SELECT count(*) FROM hookd.deliveries WHERE state = 'failed') AS failed,
     (SELECT extract(epoch FROM now() - min(created_at))::float8
-       FROM hookd.deliveries WHERE state = 'pending') AS oldest_pending_s;
+       FROM hookd.deliveries WHERE state = 'pending') AS oldest_pending_s,
+    (SELECT count(*) FROM hookd.attempts
+       WHERE started_at > now() - interval '1 hour'
+         AND (status IS NULL OR status NOT BETWEEN 200 AND 299)) AS failed_attempts_last_hour,
+    (SELECT count(*) FROM hookd.endpoints WHERE NOT enabled) AS disabled_endpoints,
+    (SELECT count(*) FROM hookd.endpoints WHERE breaker_open_until IS NOT NULL) AS open_breakers;

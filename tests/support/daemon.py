@@ -20,6 +20,7 @@ TEST_SETTINGS: dict[str, dict[str, Any]] = {
     "daemon": {"poll_interval_s": 1.0, "flush_interval_s": 0.01, "lease_s": 10.0},
     "http": {"connect_timeout_s": 2.0, "total_timeout_s": 5.0},
     "retry": {"schedule_s": [0.0, 0.2, 0.2, 0.2], "max_attempts": 4, "jitter": 0.0},
+    "admin": {"port": 0},
 }
 
 
