@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hookd.breaker import BreakerSettings
+from hookd.destinations import DestinationPolicy
 from hookd.errors import ConfigError
 from hookd.retry import DEFAULT_SCHEDULE_S, RetryPolicy
 
@@ -130,6 +131,24 @@ class BreakerConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SecurityConfig:
+    """Where hookd may connect, and what endpoint URLs it accepts (see hookd/destinations.py)."""
+
+    ssrf_guard: bool = False
+    """Refuse loopback, private, link-local and other internal destinations unless allowed below."""
+    allow_cidrs: tuple[str, ...] = ()
+    """Address ranges opened on purpose, e.g. ["10.20.0.0/16", "127.0.0.1/32"]."""
+    allow_hosts: tuple[str, ...] = ()
+    """Host names opened on purpose (their addresses are not checked); "*.corp.example" for subdomains."""
+    allow_http: bool = False
+    """Accept plain-http endpoint URLs (otherwise https only)."""
+
+    def policy(self) -> DestinationPolicy:
+        """The DestinationPolicy these settings describe."""
+        return DestinationPolicy(self.allow_cidrs, self.allow_hosts, enabled=self.ssrf_guard)
+
+
+@dataclass(frozen=True, slots=True)
 class AdminConfig:
     """The admin HTTP server: /metrics, /healthz, /readyz."""
 
@@ -164,6 +183,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
+    security: SecurityConfig = field(default_factory=SecurityConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
@@ -263,6 +283,10 @@ def validate(cfg: Config) -> Config:
         )
     if h.connect_timeout_s > h.total_timeout_s:
         raise ConfigError("http.connect_timeout_s: must not exceed http.total_timeout_s")
+    try:
+        cfg.security.policy()
+    except ValueError as exc:
+        raise ConfigError(f"security.allow_cidrs: {exc}") from None
     if cfg.log.format not in ("text", "json"):
         raise ConfigError(f"log.format: must be text or json, got {cfg.log.format!r}")
     if not 0 <= cfg.admin.port <= 65535:

@@ -168,7 +168,7 @@ class Daemon:
             store = Store(pool, uuid.uuid4())
             install_id = await store.install_id()
             writer = OutcomeWriter(store, cfg.daemon.flush_interval_s, cfg.daemon.flush_batch)
-            async with HostPools(cfg.http) as pools:
+            async with HostPools(cfg.http, cfg.security.policy()) as pools:
                 dispatcher = self.dispatcher = Dispatcher(
                     cfg, store, pools, writer, self.metrics, install_id
                 )

@@ -9,6 +9,7 @@ are mapped here to `FailureKind`, so `classify` stays free of aiohttp.
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,9 +17,12 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
 
 from hookd.classify import FailureKind
 from hookd.config import HttpConfig
+from hookd.destinations import DestinationPolicy, DestinationRefused
 from hookd.limits import AdaptiveLimit
 
 log = logging.getLogger("hookd.hostpool")
@@ -67,6 +71,10 @@ def failure_kind(exc: BaseException) -> FailureKind:
 
     Order matters: the DNS and certificate errors are subclasses of ClientConnectorError.
     """
+    if isinstance(exc, DestinationRefused) or isinstance(
+        getattr(exc, "os_error", None), DestinationRefused
+    ):
+        return FailureKind.DESTINATION_REFUSED
     if isinstance(exc, TimeoutError | aiohttp.ServerTimeoutError):
         return FailureKind.TIMEOUT
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
@@ -88,6 +96,28 @@ def failure_kind(exc: BaseException) -> FailureKind:
     return FailureKind.OTHER
 
 
+class GuardedResolver(AbstractResolver):
+    """Resolves with aiohttp's default resolver, then refuses hosts with a disallowed address.
+
+    aiohttp connects to exactly the addresses returned here, so the address that was checked is
+    the address connected to: no second lookup, and DNS rebinding cannot slip past the check.
+    """
+
+    def __init__(self, policy: DestinationPolicy, inner: AbstractResolver | None = None) -> None:
+        self._policy = policy
+        self._inner = inner or DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        results = await self._inner.resolve(host, port, family)
+        self._policy.check_addresses(host, [r["host"] for r in results])
+        return results
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+
 class HostPools:
     """Owns one ClientSession per origin; an async context manager that closes them all.
 
@@ -96,8 +126,17 @@ class HostPools:
     accounting let them through).
     """
 
-    def __init__(self, cfg: HttpConfig) -> None:
+    def __init__(
+        self,
+        cfg: HttpConfig,
+        policy: DestinationPolicy | None = None,
+        resolver: AbstractResolver | None = None,
+    ) -> None:
+        """`policy` is the SSRF guard (None: every destination allowed); `resolver` replaces
+        aiohttp's default name resolution under the guard (tests use it to script answers)."""
         self._cfg = cfg
+        self._policy = policy or DestinationPolicy(enabled=False)
+        self._inner_resolver = resolver
         self._sessions: dict[Origin, aiohttp.ClientSession] = {}
         self._limits: dict[Origin, AdaptiveLimit] = {}
         self._fresh: dict[Origin, aiohttp.ClientSession] = {}
@@ -139,6 +178,7 @@ class HostPools:
                 limit_per_host=0,
                 ttl_dns_cache=30,
                 keepalive_timeout=30,
+                resolver=self._resolver(),
             )
             session = aiohttp.ClientSession(
                 connector=connector,
@@ -154,13 +194,18 @@ class HostPools:
         session = self._fresh.get(origin)
         if session is None:
             session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(force_close=True, limit=self._cfg.per_host_limit),
+                connector=aiohttp.TCPConnector(
+                    force_close=True, limit=self._cfg.per_host_limit, resolver=self._resolver()
+                ),
                 auto_decompress=False,
                 headers={"User-Agent": self._cfg.user_agent},
                 skip_auto_headers=("Accept-Encoding",),
             )
             self._fresh[origin] = session
         return session
+
+    def _resolver(self) -> AbstractResolver:
+        return GuardedResolver(self._policy, self._inner_resolver)
 
     async def post(
         self,
@@ -182,6 +227,10 @@ class HostPools:
         Raises:
             SendFailed: no response (timeout, DNS, connect, TLS, reset, disconnect).
         """
+        try:
+            self._policy.check_host(origin.host)
+        except DestinationRefused as exc:
+            raise SendFailed(FailureKind.DESTINATION_REFUSED, str(exc)) from None
         cfg = self._cfg
         timeout = aiohttp.ClientTimeout(
             total=total_timeout_s or cfg.total_timeout_s,
@@ -202,7 +251,10 @@ class HostPools:
             assert cause is not None
             raise SendFailed(failure_kind(cause), _describe(cause)) from cause
         except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
-            raise SendFailed(failure_kind(exc), _describe(exc)) from exc
+            kind = failure_kind(exc)
+            if kind is FailureKind.DESTINATION_REFUSED:
+                raise SendFailed(kind, str(getattr(exc, "os_error", None) or exc)) from None
+            raise SendFailed(kind, _describe(exc)) from exc
 
     async def _send(
         self,

@@ -82,6 +82,7 @@ async def attempt(
             error = cls.reason
     except SendFailed as exc:
         cls = classify_failure(exc.kind)
-        error = f"{cls.reason}: {exc}"
+        detail = str(exc)
+        error = detail if detail.startswith(cls.reason) else f"{cls.reason}: {detail}"
     duration = time.perf_counter() - t0
     return cls, AttemptRecord(delivery.id, delivery.attempt, started, duration, status, error, kept)

@@ -1,0 +1,115 @@
+"""Which network destinations hookd may connect to: the SSRF guard's address policy. Pure.
+
+By default only globally routable unicast addresses are allowed. Refused: loopback, private
+(RFC 1918), link-local (169.254.0.0/16, including the 169.254.169.254 metadata address), shared
+address space / CGNAT (100.64.0.0/10, RFC 6598), multicast, unspecified, broadcast, reserved and
+documentation ranges (Python's `ipaddress` `is_global`, from the IANA special-purpose registries),
+IPv6 loopback, unique-local (fc00::/7) and link-local (fe80::/10), and every IPv6 form that embeds
+an IPv4 address: IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96), NAT64 (64:ff9b::/96,
+RFC 6052) and 6to4 (2002::/16, RFC 3056). An operator opens internal targets on purpose with an
+allow-list of CIDRs and host names.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Iterable
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+REFUSED_REASON = "destination not allowed"
+
+_EMBEDDED_V4 = tuple(
+    ipaddress.ip_network(n)
+    for n in ("::ffff:0:0/96", "::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
+)
+# Host spellings that inet_aton (and so the C resolver) reads as IPv4: decimal, octal, hex and
+# shortened forms such as 2130706433, 0177.0.0.1, 0x7f.1 and 0.
+_LEGACY_V4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.IGNORECASE)
+
+
+class DestinationRefused(OSError):
+    """The destination address is not allowed (SSRF guard)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"{REFUSED_REASON}: {detail}")
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a URL host denotes if it is an IP literal in any spelling, else None.
+
+    Understands bracketed or bare IPv6 and the legacy IPv4 spellings resolvers accept.
+    """
+    h = host.strip("[]")
+    try:
+        return ipaddress.ip_address(h.split("%", 1)[0])
+    except ValueError:
+        pass
+    if _LEGACY_V4.match(h):
+        try:
+            return ipaddress.IPv4Address(socket.inet_aton(h.rstrip(".")))
+        except OSError:
+            return None
+    return None
+
+
+class DestinationPolicy:
+    """Decides whether an address or host name may be connected to.
+
+    `allow_cidrs` (e.g. "10.1.2.0/24", "127.0.0.0/8", "::1/128") and `allow_hosts` (exact host
+    names, or "*.example.internal" for subdomains) open internal targets on purpose. With
+    `enabled` False every destination is allowed.
+
+    Raises ValueError for a malformed CIDR.
+    """
+
+    def __init__(
+        self, allow_cidrs: Iterable[str] = (), allow_hosts: Iterable[str] = (), enabled: bool = True
+    ) -> None:
+        self.enabled = enabled
+        self._nets = [ipaddress.ip_network(c, strict=False) for c in allow_cidrs]
+        hosts = [h.lower().rstrip(".") for h in allow_hosts]
+        self._hosts = {h for h in hosts if not h.startswith("*.")}
+        self._suffixes = tuple(h[1:] for h in hosts if h.startswith("*."))
+
+    def host_allowed(self, host: str) -> bool:
+        """True if the host name is on the allow-list (its addresses are then not checked)."""
+        h = host.lower().rstrip(".")
+        return not self.enabled or h in self._hosts or h.endswith(self._suffixes or ("\0",))
+
+    def address_allowed(self, addr: IPAddress) -> bool:
+        """True if `addr` is a permitted destination."""
+        if not self.enabled or any(addr in n for n in self._nets if n.version == addr.version):
+            return True
+        if addr.is_multicast or not addr.is_global:
+            return False
+        if isinstance(addr, ipaddress.IPv6Address):
+            return not any(addr in n for n in _EMBEDDED_V4)
+        return True
+
+    def check_host(self, host: str) -> None:
+        """Refuse a URL host that is a disallowed IP literal (any spelling).
+
+        Raises:
+            DestinationRefused: naming the address.
+        """
+        if self.host_allowed(host):
+            return
+        addr = literal_address(host)
+        if addr is not None and not self.address_allowed(addr):
+            raise DestinationRefused(str(addr))
+
+    def check_addresses(self, host: str, addresses: Iterable[str]) -> None:
+        """Refuse a host if any address it resolved to is disallowed.
+
+        Raises:
+            DestinationRefused: naming the host and the first refused address.
+        """
+        if self.host_allowed(host):
+            return
+        for a in addresses:
+            addr = ipaddress.ip_address(a.split("%", 1)[0])
+            if not self.address_allowed(addr):
+                raise DestinationRefused(f"{host} resolves to {addr}")
