@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -18,9 +19,11 @@ import asyncpg
 import orjson
 
 from hookd import __version__, config, logs, migrate
+from hookd.auth import validate_credentials
 from hookd.endpoints import parse_event_types, validate_settings, validate_url
 from hookd.errors import ConfigError, HookdError
-from hookd.signing import InvalidSecret, decode_secret, generate_secret
+from hookd.secretbox import generate_key
+from hookd.signing import InvalidSecret, decode_secret, generate_secret, public_key
 from hookd.store import Store
 
 EXIT_USAGE = 2
@@ -39,16 +42,33 @@ def _dsn(args: argparse.Namespace) -> str:
 async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[int]]) -> int:
     from hookd.daemon import open_pool
 
-    cfg = config.load(getattr(args, "config", None), _dsn(args))
+    cfg = _cfg(args)
+    box = cfg.security.box()
     pool = await open_pool(cfg, max_size=1)
     try:
-        return await fn(Store(pool))
+        return await fn(Store(pool, box=box))
     finally:
         await pool.close()
 
 
+def _cfg(args: argparse.Namespace) -> config.Config:
+    return config.load(getattr(args, "config", None), _dsn(args))
+
+
 def _mask(secret: str) -> str:
-    return secret[:10] + "…" if len(secret) > 10 else "…"
+    """Only the kind of a secret, never any of its characters."""
+    return secret.split("_", 1)[0] + "_…" if "_" in secret else "…"
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+
+
+def parse_duration(text: str, flag: str) -> float:
+    """Seconds from '90', '90s', '15m', '24h' or '7d'. Raises HookdError naming `flag`."""
+    m = _DURATION.match(text)
+    if not m:
+        raise HookdError(f"{flag}: not a duration: {text!r} (e.g. 30s, 15m, 24h, 7d)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
 
 
 # -- commands --------------------------------------------------------------------------------------
@@ -100,10 +120,11 @@ def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def cmd_endpoint_add(args: argparse.Namespace) -> int:
-    url = validate_url(args.url)
+    cfg = _cfg(args)
+    url = validate_url(args.url, allow_http=cfg.security.allow_http)
     types = parse_event_types(args.event_types)
     settings = _settings_from_args(args)
-    secret = args.secret or generate_secret()
+    secret = args.secret or generate_secret(args.kind)
     try:
         decode_secret(secret)
     except InvalidSecret as exc:
@@ -113,11 +134,14 @@ async def cmd_endpoint_add(args: argparse.Namespace) -> int:
 
     async def go(store: Store) -> int:
         ep = await store.add_endpoint(url, secret, types, args.tenant, settings)
+        pub = public_key(secret)
         if args.json:
-            print(orjson.dumps({"id": ep.id, "secret": secret}).decode())
+            print(orjson.dumps({"id": ep.id, "secret": secret, "public_key": pub}).decode())
         else:
             print(f"endpoint {ep.id}")
             print(f"secret {secret}")
+            if pub:
+                print(f"public_key {pub}")
         return 0
 
     return await _with_store(args, go)
@@ -190,6 +214,110 @@ async def cmd_endpoint_settings(args: argparse.Namespace) -> int:
         return 0
 
     return await _with_store(args, go)
+
+
+async def cmd_endpoint_rotate(args: argparse.Namespace) -> int:
+    grace_s = parse_duration(args.grace, "--grace")
+    secret = args.secret
+
+    async def go(store: Store) -> int:
+        current = next((e for e in await store.endpoints() if e.id == args.id), None)
+        if current is None:
+            raise HookdError(f"no endpoint with id {args.id}")
+        kind = "ed25519" if current.secret.startswith("whsk_") else "hmac"
+        new = secret or generate_secret(kind)
+        try:
+            decode_secret(new)
+        except InvalidSecret as exc:
+            raise HookdError(f"--secret: {exc}") from None
+        await store.rotate_secret(args.id, new, grace_s)
+        print(f"endpoint {args.id}: new secret {new}")
+        if public_key(new):
+            print(f"public_key {public_key(new)}")
+        print(f"the previous secret also signs for {grace_s:.0f} s")
+        return 0
+
+    return await _with_store(args, go)
+
+
+def _credentials_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
+    if args.clear:
+        return None
+    raw: dict[str, Any] = {}
+    if args.credentials_file:
+        try:
+            with open(args.credentials_file, "rb") as f:
+                raw = orjson.loads(f.read())
+        except (OSError, orjson.JSONDecodeError) as exc:
+            raise HookdError(f"--credentials-file: {exc}") from None
+        if not isinstance(raw, dict):
+            raise HookdError("--credentials-file: expected a JSON object")
+    if args.basic:
+        user, sep, password = args.basic.partition(":")
+        if not sep:
+            raise HookdError("--basic: give USER:PASSWORD")
+        raw["basic"] = {"username": user, "password": password}
+    if args.bearer:
+        raw["bearer"] = args.bearer
+    if args.oauth2_token_url:
+        raw["oauth2"] = {
+            "token_url": args.oauth2_token_url,
+            "client_id": args.client_id,
+            "client_secret": args.client_secret,
+            **({"scope": args.scope} if args.scope else {}),
+        }
+    for item in args.header or []:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise HookdError(f"--header: give 'Name: value', got {item!r}")
+        raw.setdefault("headers", {})[name.strip()] = value.strip()
+    tls = {
+        k: v
+        for k, v in (
+            ("client_cert", args.client_cert),
+            ("client_key", args.client_key),
+            ("ca_bundle", args.ca_bundle),
+        )
+        if v
+    }
+    if tls:
+        raw["tls"] = tls
+    if not raw:
+        raise HookdError(
+            "give credentials (--basic, --bearer, --oauth2-token-url, --header, TLS files) or --clear"
+        )
+    return validate_credentials(raw)
+
+
+async def cmd_endpoint_auth(args: argparse.Namespace) -> int:
+    creds = _credentials_from_args(args)
+
+    async def go(store: Store) -> int:
+        if not await store.set_credentials(args.id, creds):
+            raise HookdError(f"no endpoint with id {args.id}")
+        what = ", ".join(sorted(creds)) if creds else "none"
+        print(f"endpoint {args.id}: authentication set ({what})")
+        return 0
+
+    return await _with_store(args, go)
+
+
+async def cmd_endpoint_set_url(args: argparse.Namespace) -> int:
+    cfg = _cfg(args)
+    url = validate_url(args.url, allow_http=cfg.security.allow_http)
+
+    async def go(store: Store) -> int:
+        if not await store.set_url(args.id, url):
+            raise HookdError(f"no endpoint with id {args.id}")
+        print(f"endpoint {args.id}: url {url}")
+        return 0
+
+    return await _with_store(args, go)
+
+
+async def cmd_keygen(args: argparse.Namespace) -> int:
+    print(generate_key())
+    return 0
 
 
 async def cmd_run(args: argparse.Namespace) -> int:
@@ -322,7 +450,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-types", default="*", help="comma-separated: names, 'prefix.*' or '*' (default)"
     )
     p.add_argument("--tenant")
-    p.add_argument("--secret", help="whsec_... (generated when not given)")
+    p.add_argument("--secret", help="whsec_... or whsk_... (generated when not given)")
+    p.add_argument(
+        "--kind",
+        choices=["hmac", "ed25519"],
+        default="hmac",
+        help="kind of generated secret: HMAC (v1) or Ed25519 (v1a)",
+    )
     _override_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_endpoint_add)
@@ -331,6 +465,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("id", type=int)
     _override_args(p)
     p.set_defaults(fn=cmd_endpoint_settings)
+    p = ep.add_parser(
+        "rotate-secret", help="new signing secret; the old one also signs for --grace"
+    )
+    _db_args(p)
+    p.add_argument("id", type=int)
+    p.add_argument(
+        "--grace", default="24h", help="how long the old secret also signs (default 24h)"
+    )
+    p.add_argument("--secret", help="the new secret (generated when not given)")
+    p.set_defaults(fn=cmd_endpoint_rotate)
+    p = ep.add_parser("auth", help="set how hookd authenticates to the endpoint")
+    _db_args(p)
+    p.add_argument("id", type=int)
+    p.add_argument("--basic", metavar="USER:PASSWORD")
+    p.add_argument("--bearer", metavar="TOKEN")
+    p.add_argument("--header", action="append", metavar="'NAME: VALUE'", help="repeatable")
+    p.add_argument("--oauth2-token-url", metavar="URL")
+    p.add_argument("--client-id")
+    p.add_argument("--client-secret")
+    p.add_argument("--scope")
+    p.add_argument("--client-cert", metavar="PEM", help="TLS client certificate (mTLS)")
+    p.add_argument("--client-key", metavar="PEM")
+    p.add_argument("--ca-bundle", metavar="PEM", help="CA certificates to verify the receiver")
+    p.add_argument(
+        "--credentials-file",
+        metavar="JSON",
+        help="all of the above as JSON (keeps secrets out of the process list)",
+    )
+    p.add_argument("--clear", action="store_true", help="remove all authentication")
+    p.set_defaults(fn=cmd_endpoint_auth)
+    p = ep.add_parser("set-url", help="change an endpoint's URL")
+    _db_args(p)
+    p.add_argument("id", type=int)
+    p.add_argument("--url", required=True)
+    p.set_defaults(fn=cmd_endpoint_set_url)
     p = ep.add_parser("delete", help="delete an endpoint (its open deliveries fail, history stays)")
     _db_args(p)
     p.add_argument("id", type=int)
@@ -374,6 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     _db_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_status)
+
+    p = sub.add_parser("keygen", help="print a new key for encrypting secrets at rest")
+    p.set_defaults(fn=cmd_keygen)
 
     p = sub.add_parser("demo", help="run everything on a throwaway PostgreSQL and a local receiver")
     p.set_defaults(fn=cmd_demo)

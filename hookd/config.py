@@ -19,6 +19,7 @@ from hookd.breaker import BreakerSettings
 from hookd.destinations import DestinationPolicy
 from hookd.errors import ConfigError
 from hookd.retry import DEFAULT_SCHEDULE_S, RetryPolicy
+from hookd.secretbox import SecretBox, SecretKeyError, load_key
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +143,16 @@ class SecurityConfig:
     """Host names opened on purpose (their addresses are not checked); "*.corp.example" for subdomains."""
     allow_http: bool = False
     """Accept plain-http endpoint URLs (otherwise https only)."""
+    secret_key_file: str = ""
+    """File holding the base64 key that encrypts secrets at rest (e.g. a systemd credential);
+    empty: the `HOOKD_SECRET_KEY` environment variable, or no encryption."""
+
+    def box(self) -> SecretBox:
+        """The SecretBox for this configuration. Raises ConfigError for a bad key."""
+        try:
+            return SecretBox(load_key(self.secret_key_file or None))
+        except SecretKeyError as exc:
+            raise ConfigError(str(exc)) from None
 
     def policy(self) -> DestinationPolicy:
         """The DestinationPolicy these settings describe."""

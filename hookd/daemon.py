@@ -163,9 +163,15 @@ class Daemon:
         """Run until stop(). Raises DatabaseUnavailable or SchemaMissing at start-up, or
         OSError if the admin port cannot be bound."""
         cfg = self.cfg
+        box = cfg.security.box()
+        if not box.encrypting:
+            log.warning(
+                "no secret key configured (security.secret_key_file or HOOKD_SECRET_KEY): "
+                "endpoint secrets are stored unencrypted"
+            )
         pool = self._pool = await open_pool(cfg)
         try:
-            store = Store(pool, uuid.uuid4())
+            store = Store(pool, uuid.uuid4(), box)
             install_id = await store.install_id()
             writer = OutcomeWriter(store, cfg.daemon.flush_interval_s, cfg.daemon.flush_batch)
             async with HostPools(cfg.http, cfg.security.policy()) as pools:

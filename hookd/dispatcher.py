@@ -151,17 +151,24 @@ class Dispatcher:
         self._endpoints_loaded_at = time.monotonic()
 
     def _blocked(self) -> list[int]:
-        """Endpoints to leave out of claims: local queue full, origin queue full, breaker open."""
+        """Endpoints to leave out of claims: their local queue is full, their breaker is open, or
+        their origin's queue is full and they already hold at least their fair share of it (so an
+        endpoint with a huge backlog cannot starve another endpoint on the same host)."""
         now = time.monotonic()
         per_ep = 2 * self._cfg.http.per_endpoint_limit
         per_host = 2 * self._cfg.http.per_host_limit
-        return [
-            ep_id
-            for ep_id, rt in self._endpoints.items()
-            if rt.held >= per_ep
-            or (rt.origin is not None and self._origin_held[rt.origin] >= per_host)
-            or rt.breaker.blocks_claims(now)
-        ]
+        sharing: Tally[Origin] = Tally(
+            rt.origin for rt in self._endpoints.values() if rt.origin is not None and rt.held
+        )
+        blocked = []
+        for ep_id, rt in self._endpoints.items():
+            if rt.held >= per_ep or rt.breaker.blocks_claims(now):
+                blocked.append(ep_id)
+            elif rt.origin is not None and self._origin_held[rt.origin] >= per_host:
+                fair_share = max(1, per_host // max(1, sharing[rt.origin]))
+                if rt.held >= fair_share:
+                    blocked.append(ep_id)
+        return blocked
 
     # -- the claim loop ------------------------------------------------------------------------
 
@@ -336,14 +343,10 @@ class Dispatcher:
                 try:
                     cls, rec = await attempt(
                         self._pools,
-                        origin,
-                        rt.endpoint.url,
-                        rt.signer,  # type: ignore[arg-type]  # sendable implies a signer
+                        rt,
                         d,
                         webhook_id(self._install_id, d.event_id),
                         body,
-                        connect_timeout_s=rt.connect_timeout_s,
-                        total_timeout_s=rt.total_timeout_s,
                         max_retry_after_s=self._cfg.http.max_retry_after_s,
                         disable_on_gone=self._cfg.http.disable_on_gone,
                     )

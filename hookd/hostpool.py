@@ -216,8 +216,13 @@ class HostPools:
         *,
         connect_timeout_s: float | None = None,
         total_timeout_s: float | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        max_body_bytes: int | None = None,
     ) -> Response:
         """POST `body` to `url` and return the response; never follows redirects.
+
+        `ssl_context` replaces the default verifying context (custom CA, client certificate);
+        certificates are verified either way. `max_body_bytes` overrides the response cap.
 
         Reads at most `response_body_max_bytes` of the body; a longer (or endless) body ends the
         read and closes that connection instead of returning it to the pool. If the server drops
@@ -236,16 +241,22 @@ class HostPools:
             total=total_timeout_s or cfg.total_timeout_s,
             sock_connect=connect_timeout_s or cfg.connect_timeout_s,
         )
+        cap = max_body_bytes or cfg.response_body_max_bytes
+        tls: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         try:
             try:
-                return await self._send(self._session(origin), url, body, headers, timeout)
+                return await self._send(
+                    self._session(origin), url, body, headers, timeout, tls, cap
+                )
             except _NoResponse as stale:
                 log.debug(
                     "no response on a pooled connection to %s (%s); retrying fresh",
                     origin,
                     stale.__cause__,
                 )
-                return await self._send(self._fresh_session(origin), url, body, headers, timeout)
+                return await self._send(
+                    self._fresh_session(origin), url, body, headers, timeout, tls, cap
+                )
         except _NoResponse as exc:
             cause = exc.__cause__
             assert cause is not None
@@ -263,11 +274,17 @@ class HostPools:
         body: bytes,
         headers: Mapping[str, str],
         client_timeout: aiohttp.ClientTimeout,
+        tls: ssl.SSLContext | bool,
+        cap: int,
     ) -> Response:
-        cap = self._cfg.response_body_max_bytes
         try:
             cm = session.post(
-                url, data=body, headers=headers, allow_redirects=False, timeout=client_timeout
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=client_timeout,
+                ssl=tls,
             )
             resp = await cm.__aenter__()
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError) as exc:

@@ -36,6 +36,25 @@ class Endpoint:
     settings: Mapping[str, Any]
     created_at: datetime
     breaker_open_until: datetime | None = None
+    previous_secret: str | None = None
+    """The secret before the last rotation; also signed with until `previous_secret_until`."""
+    previous_secret_until: datetime | None = None
+    credentials: Mapping[str, Any] | None = None
+    """How hookd authenticates to the receiver (see hookd/auth.py); decrypted."""
+
+    def secrets_at(self, now: datetime) -> tuple[str, ...]:
+        """The secrets to sign with at `now`: the current one, plus the previous during its grace."""
+        if (
+            self.previous_secret
+            and self.previous_secret_until is not None
+            and now < self.previous_secret_until
+        ):
+            return (self.secret, self.previous_secret)
+        return (self.secret,)
+
+    def __repr__(self) -> str:
+        # Never show secrets or credentials in logs, tracebacks or error messages.
+        return f"Endpoint(id={self.id}, url={self.url!r}, tenant={self.tenant!r}, enabled={self.enabled})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime
 
+from hookd.auth import OAuthClient, ssl_context, static_headers, validate_credentials
 from hookd.breaker import CircuitBreaker
 from hookd.config import Config
 from hookd.endpoints import validate_settings
@@ -28,6 +31,10 @@ class EndpointRuntime:
     connect_timeout_s: float
     total_timeout_s: float
     problem: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    """Authentication and custom headers sent with every request."""
+    ssl: ssl.SSLContext | None = None
+    oauth: OAuthClient | None = None
     held: int = 0
     """Deliveries of this endpoint held by this process (queued or sending)."""
     disabled: bool = False
@@ -57,6 +64,10 @@ class EndpointRuntime:
         try:
             self.origin = Origin.of(ep.url)
             self.signer = Signer(ep.secret)
+            creds = validate_credentials(ep.credentials or {})
+            self.headers = static_headers(creds)
+            self.ssl = ssl_context(creds)
+            self.oauth = OAuthClient(creds["oauth2"]) if "oauth2" in creds else None
             s = validate_settings(ep.settings)
             self.policy = cfg.retry.policy().with_overrides(
                 **{
@@ -78,6 +89,13 @@ class EndpointRuntime:
         self.total_timeout_s = s.get("total_timeout_s", cfg.http.total_timeout_s)
         if self.connect_timeout_s > self.total_timeout_s:
             self.connect_timeout_s = self.total_timeout_s
+
+    def signer_at(self, now: datetime) -> Signer:
+        """The signer for an attempt at `now`: also the previous secret during its grace period."""
+        secrets = self.endpoint.secrets_at(now)
+        if len(secrets) == 1 and self.signer is not None:
+            return self.signer
+        return Signer(secrets)
 
     @property
     def sendable(self) -> bool:

@@ -7,10 +7,14 @@ from datetime import UTC, datetime
 
 import orjson
 
-from hookd.classify import Classification, Verdict, classify_failure, classify_response
-from hookd.hostpool import HostPools, Origin, SendFailed
+from hookd.auth import TokenError
+from hookd.classify import Classification, FailureKind, Verdict, classify_failure, classify_response
+from hookd.hostpool import HostPools, Origin, Response, SendFailed
 from hookd.models import AttemptRecord, Delivery
-from hookd.signing import Signer
+from hookd.runtime import EndpointRuntime
+
+TOKEN_RESPONSE_MAX_BYTES = 65536
+"""Cap on an OAuth token endpoint's answer."""
 
 
 def build_body(event_type: str, published_at: datetime, payload: str) -> bytes:
@@ -31,44 +35,87 @@ def webhook_id(install_id: str, event_id: int) -> str:
     return f"msg_{install_id}_{event_id}"
 
 
+async def _token(pools: HostPools, rt: EndpointRuntime) -> str:
+    """A valid OAuth access token for `rt` (cached, or fetched once for all waiters).
+
+    Raises TokenError or SendFailed.
+    """
+    oauth = rt.oauth
+    assert oauth is not None
+    token = oauth.cached()
+    if token is not None:
+        return token
+    async with oauth.lock:
+        token = oauth.cached()
+        if token is not None:
+            return token
+        url, form, headers = oauth.form()
+        resp = await pools.post(
+            Origin.of(url),
+            url,
+            form,
+            headers,
+            connect_timeout_s=rt.connect_timeout_s,
+            total_timeout_s=rt.total_timeout_s,
+            max_body_bytes=TOKEN_RESPONSE_MAX_BYTES,
+        )
+        return oauth.accept(resp.status, resp.body)
+
+
+async def _post_signed(
+    pools: HostPools, rt: EndpointRuntime, msg_id: str, body: bytes, token: str | None
+) -> Response:
+    now = datetime.now(UTC)
+    ts = int(now.timestamp())
+    headers = {
+        **rt.headers,
+        "Content-Type": "application/json",
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": rt.signer_at(now).sign(msg_id, ts, body),
+    }
+    if token is not None:
+        headers["Authorization"] = "Bearer " + token
+    assert rt.origin is not None
+    return await pools.post(
+        rt.origin,
+        rt.endpoint.url,
+        body,
+        headers,
+        connect_timeout_s=rt.connect_timeout_s,
+        total_timeout_s=rt.total_timeout_s,
+        ssl_context=rt.ssl,
+    )
+
+
 async def attempt(
     pools: HostPools,
-    origin: Origin,
-    url: str,
-    signer: Signer,
+    rt: EndpointRuntime,
     delivery: Delivery,
     msg_id: str,
     body: bytes,
     *,
-    connect_timeout_s: float,
-    total_timeout_s: float,
     max_retry_after_s: float,
     disable_on_gone: bool,
 ) -> tuple[Classification, AttemptRecord]:
-    """Make one attempt; return its classification and its attempt-log row. Never raises for
-    receiver or network failures: they are classified (Standard Webhooks 1.0 headers, signed over
-    the exact body bytes with a fresh timestamp)."""
+    """Make one attempt; return its classification and its attempt-log row.
+
+    Headers follow Standard Webhooks 1.0 (a fresh timestamp and signature over the exact body
+    bytes). With OAuth, a 401 answer drops the cached token and the request is sent once more
+    with a new one. Never raises for receiver or network failures: they are classified.
+    """
     started = time.time()
-    ts = int(started)
-    headers = {
-        "Content-Type": "application/json",
-        "webhook-id": msg_id,
-        "webhook-timestamp": str(ts),
-        "webhook-signature": signer.sign(msg_id, ts, body),
-    }
     t0 = time.perf_counter()
     status: int | None = None
     error: str | None = None
     kept: str | None = None
     try:
-        resp = await pools.post(
-            origin,
-            url,
-            body,
-            headers,
-            connect_timeout_s=connect_timeout_s,
-            total_timeout_s=total_timeout_s,
-        )
+        token = await _token(pools, rt) if rt.oauth is not None else None
+        resp = await _post_signed(pools, rt, msg_id, body, token)
+        if resp.status == 401 and rt.oauth is not None and token is not None:
+            rt.oauth.invalidate(token)
+            token = await _token(pools, rt)
+            resp = await _post_signed(pools, rt, msg_id, body, token)
         status = resp.status
         kept = resp.body.decode("utf-8", "replace") if resp.body else None
         cls = classify_response(
@@ -84,5 +131,8 @@ async def attempt(
         cls = classify_failure(exc.kind)
         detail = str(exc)
         error = detail if detail.startswith(cls.reason) else f"{cls.reason}: {detail}"
+    except TokenError as exc:
+        cls = classify_failure(FailureKind.OTHER)
+        error = f"OAuth token request failed: {exc}"
     duration = time.perf_counter() - t0
     return cls, AttemptRecord(delivery.id, delivery.attempt, started, duration, status, error, kept)

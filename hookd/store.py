@@ -18,6 +18,7 @@ import asyncpg
 import orjson
 
 from hookd.models import AttemptRecord, Delivery, Endpoint, Outcome
+from hookd.secretbox import SecretBox
 
 
 def _load_queries() -> dict[str, str]:
@@ -54,19 +55,23 @@ class StatusCounts:
     open_breakers: int
 
 
-def _endpoint(r: asyncpg.Record) -> Endpoint:
+def _endpoint(r: asyncpg.Record, box: SecretBox) -> Endpoint:
     settings = r["settings"]
+    creds = r["credentials"]
     return Endpoint(
         id=r["id"],
         url=r["url"],
         tenant=r["tenant"],
         event_types=tuple(r["event_types"]),
-        secret=r["secret"],
+        secret=box.open(r["secret"]),
         enabled=r["enabled"],
         disabled_reason=r["disabled_reason"],
         settings=orjson.loads(settings) if isinstance(settings, str) else settings,
         created_at=r["created_at"],
         breaker_open_until=r["breaker_open_until"],
+        previous_secret=box.open(r["previous_secret"]) if r["previous_secret"] else None,
+        previous_secret_until=r["previous_secret_until"],
+        credentials=orjson.loads(box.open(creds)) if creds else None,
     )
 
 
@@ -86,12 +91,16 @@ def _delivery(r: asyncpg.Record, created_at: datetime | None = None) -> Delivery
 class Store:
     """Data access for one daemon or one CLI command, over an asyncpg pool.
 
-    `owner` identifies this process's leases (a random UUID per daemon run).
+    `owner` identifies this process's leases (a random UUID per daemon run); `box` encrypts
+    secrets on the way in and decrypts them on the way out.
     """
 
-    def __init__(self, pool: asyncpg.Pool, owner: uuid.UUID | None = None) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, owner: uuid.UUID | None = None, box: SecretBox | None = None
+    ) -> None:
         self.pool = pool
         self.owner = owner or uuid.uuid4()
+        self.box = box or SecretBox(None)
 
     # -- the daemon's hot path -------------------------------------------------------------
 
@@ -182,7 +191,7 @@ class Store:
 
     async def endpoints(self) -> list[Endpoint]:
         """All endpoints, enabled or not, by id."""
-        return [_endpoint(r) for r in await self.pool.fetch(QUERIES["endpoints_all"])]
+        return [_endpoint(r, self.box) for r in await self.pool.fetch(QUERIES["endpoints_all"])]
 
     async def add_endpoint(
         self,
@@ -198,11 +207,11 @@ class Store:
             url,
             tenant,
             list(event_types),
-            secret,
+            self.box.seal(secret),
             orjson.dumps(settings or {}).decode(),
         )
         assert row is not None
-        return _endpoint(row)
+        return _endpoint(row, self.box)
 
     async def set_endpoint_enabled(
         self, endpoint_id: int, enabled: bool, reason: str | None
@@ -232,6 +241,23 @@ class Store:
             QUERIES["endpoint_set_settings"], endpoint_id, orjson.dumps(settings).decode()
         )
         return found is not None
+
+    async def rotate_secret(self, endpoint_id: int, new_secret: str, grace_s: float) -> bool:
+        """Make `new_secret` current; keep signing with the old one for `grace_s` seconds too."""
+        found = await self.pool.fetchval(
+            QUERIES["endpoint_rotate_secret"], endpoint_id, self.box.seal(new_secret), grace_s
+        )
+        return found is not None
+
+    async def set_credentials(self, endpoint_id: int, credentials: dict[str, Any] | None) -> bool:
+        """Replace how hookd authenticates to the endpoint (None: no authentication)."""
+        sealed = self.box.seal(orjson.dumps(credentials).decode()) if credentials else None
+        found = await self.pool.fetchval(QUERIES["endpoint_set_credentials"], endpoint_id, sealed)
+        return found is not None
+
+    async def set_url(self, endpoint_id: int, url: str) -> bool:
+        """Change an endpoint's URL (validated by the caller)."""
+        return await self.pool.fetchval(QUERIES["endpoint_set_url"], endpoint_id, url) is not None
 
     async def deliveries(
         self, state: str | None = None, endpoint_id: int | None = None, limit: int = 100

@@ -116,14 +116,14 @@ SELECT install_id FROM hookd.meta;
 
 -- name: endpoints_all
 SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
-       breaker_open_until
+       breaker_open_until, previous_secret, previous_secret_until, credentials
 FROM hookd.endpoints ORDER BY id;
 
 -- name: endpoint_insert
 INSERT INTO hookd.endpoints (url, tenant, event_types, secret, settings)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
-          breaker_open_until;
+          breaker_open_until, previous_secret, previous_secret_until, credentials;
 
 -- name: endpoint_set_enabled
 WITH ep AS (
@@ -152,6 +152,20 @@ DELETE FROM hookd.endpoints WHERE id = $1 RETURNING id;
 UPDATE hookd.deliveries
 SET state = 'failed', last_error = 'endpoint deleted', finished_at = now(), lease_owner = NULL
 WHERE endpoint_id = $1 AND state IN ('pending', 'paused') AND lease_owner IS NULL;
+
+-- name: endpoint_rotate_secret
+-- The current secret becomes the previous one, valid until now() + $3 seconds.
+UPDATE hookd.endpoints
+SET previous_secret = secret, previous_secret_until = now() + make_interval(secs => $3),
+    secret = $2, updated_at = now()
+WHERE id = $1
+RETURNING id;
+
+-- name: endpoint_set_credentials
+UPDATE hookd.endpoints SET credentials = $2, updated_at = now() WHERE id = $1 RETURNING id;
+
+-- name: endpoint_set_url
+UPDATE hookd.endpoints SET url = $2, updated_at = now() WHERE id = $1 RETURNING id;
 
 -- name: endpoint_set_settings
 UPDATE hookd.endpoints SET settings = $2, updated_at = now() WHERE id = $1 RETURNING id;
