@@ -164,12 +164,12 @@ class Daemon:
         OSError if the admin port cannot be bound."""
         cfg = self.cfg
         box = cfg.security.box()
+        pool = self._pool = await open_pool(cfg)
         if not box.encrypting:
             log.warning(
                 "no secret key configured (security.secret_key_file or HOOKD_SECRET_KEY): "
                 "endpoint secrets are stored unencrypted"
             )
-        pool = self._pool = await open_pool(cfg)
         try:
             store = Store(pool, uuid.uuid4(), box)
             install_id = await store.install_id()

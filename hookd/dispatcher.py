@@ -55,6 +55,7 @@ class _Held:
     leased_at: float
     sending: bool = False
     settled: bool = False
+    started_unix_s: float = 0.0
 
 
 class Dispatcher:
@@ -336,6 +337,7 @@ class Dispatcher:
                     # Not to be attempted now; what to do with it is decided below.
                     return
                 held.sending = True
+                held.started_unix_s = time.time()
                 host_gauge = self._metrics.requests_in_flight.labels(
                     self._metrics.host(origin.host)
                 )
@@ -359,7 +361,11 @@ class Dispatcher:
             log.exception("delivery %d: unexpected error", d.id)
             self._metrics.internal_errors.inc()
         finally:
-            if not held.settled:
+            if not held.settled and held.sending:
+                # Cancelled mid-request (shutdown past its grace period): the receiver may have
+                # seen it, so it counts as an attempt, is logged, and is due again at once.
+                self._record_cancelled(held)
+            elif not held.settled:
                 if rt.disabled or (not rt.endpoint.enabled and not self._stopping):
                     self._settle(d, DeliveryState.PAUSED, "endpoint disabled")
                 else:
@@ -370,6 +376,15 @@ class Dispatcher:
             self._held -= 1
             self._metrics.in_flight.set(self._held)
             self._capacity.set()
+
+    def _record_cancelled(self, held: _Held) -> None:
+        d = held.delivery
+        reason = "attempt cancelled at shutdown"
+        duration = max(0.0, time.time() - held.started_unix_s)
+        rec = AttemptRecord(d.id, d.attempt, held.started_unix_s, duration, None, reason, None)
+        self._writer.add(Outcome(d.id, d.attempt, DeliveryState.PENDING, 0.0, None, reason), rec)
+        self._metrics.deliveries.labels("retry_scheduled").inc()
+        held.settled = True
 
     def _record(
         self, d: Delivery, rt: EndpointRuntime, cls: Classification, rec: AttemptRecord
