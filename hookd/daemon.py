@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import asyncpg
-import sdnotify
+import sdnotify  # type: ignore[import-untyped]  # ships no type information
 
 from hookd import config, logs, migrate
 from hookd.admin import AdminServer

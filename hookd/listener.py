@@ -59,7 +59,7 @@ class Listener:
         """Reconnects after the first connection (for metrics and tests)."""
         self.on_reconnect_metric: Callable[[], None] = lambda: None
 
-    def _notified(self, conn: Any, pid: int, channel: str, payload: str) -> None:
+    def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
         if channel == WAKE_CHANNEL:
             self._on_wake()
         elif (

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
+from asyncpg.pool import PoolConnectionProxy
 
 # Arbitrary, fixed key for pg_advisory_xact_lock: the bytes of "hookd".
 MIGRATION_LOCK_KEY = 0x686F6F6B64
@@ -79,7 +80,7 @@ async def apply(conn: asyncpg.Connection) -> list[int]:
     return applied_now
 
 
-async def current_version(conn: asyncpg.Connection) -> int | None:
+async def current_version(conn: asyncpg.Connection | PoolConnectionProxy) -> int | None:
     """Return the highest applied version, or None if the schema is not there."""
     exists = await conn.fetchval("SELECT to_regclass('hookd.schema_migrations') IS NOT NULL")
     if not exists:
