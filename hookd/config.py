@@ -45,6 +45,9 @@ class DaemonConfig:
 
     poll_interval_s: float = 1.0
     """Longest sleep between looks for work when no notification arrives (the polling fallback)."""
+    idle_recheck_s: float = 0.025
+    """One extra look for work this long after going to sleep: catches an event whose publisher
+    read the sleep flag just before it was set (so sent no NOTIFY)."""
     claim_batch: int = 500
     """Most events (and due deliveries) claimed per query."""
     max_in_flight: int = 1024
@@ -262,6 +265,7 @@ def validate(cfg: Config) -> Config:
         ("database.connect_timeout_s", cfg.database.connect_timeout_s),
         ("database.command_timeout_s", cfg.database.command_timeout_s),
         ("daemon.poll_interval_s", d.poll_interval_s),
+        ("daemon.idle_recheck_s", d.idle_recheck_s),
         ("daemon.claim_batch", d.claim_batch),
         ("daemon.max_in_flight", d.max_in_flight),
         ("daemon.lease_s", d.lease_s),

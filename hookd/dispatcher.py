@@ -85,7 +85,8 @@ class Dispatcher:
         self._held = 0
         self._wake = asyncio.Event()
         self.asleep = asyncio.Event()
-        """Set while the claim loop waits for a wake-up with nothing to do (tests and health)."""
+        """Set while the claim loop sleeps with nothing to do and only a NOTIFY, a due retry or the
+        polling fallback will wake it (tests wait for this)."""
         self._capacity = asyncio.Event()
         self._stopping = False
         self._sleeping: bool | None = None
@@ -93,6 +94,7 @@ class Dispatcher:
         self._fanout_ratio = 1.0
         self._wheel: TimerWheel[int] = TimerWheel(cfg.daemon.timer_tick_s, time.monotonic())
         self._wheel_loaded_at = -1e9
+        self._recheck_at: float | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     # -- signals from outside ----------------------------------------------------------------
@@ -222,9 +224,12 @@ class Dispatcher:
         """Sleep until a NOTIFY, a retry falls due, or the polling fallback fires.
 
         Order matters: first tell publishers we sleep, then look once more, so an event committed
-        before the flag was visible is not left waiting for the poll (DESIGN-NOTES item 1).
+        before the flag was visible is not left waiting (DESIGN-NOTES item 1). A publisher that
+        read the flag just before it changed may commit just after that look; one more look
+        `idle_recheck_s` later picks such events up long before the polling fallback would.
         """
         cfg = self._cfg.daemon
+        now = time.monotonic()
         if not self._sleeping:
             self._wake.clear()
             await self._store.set_sleeping(True)
@@ -232,22 +237,28 @@ class Dispatcher:
             if await self._store.has_work():
                 await self._set_awake()
                 return
-        now = time.monotonic()
+            self._recheck_at = now + cfg.idle_recheck_s
         if now - self._wheel_loaded_at > cfg.retry_horizon_s / 2:
             await self._load_near_due()
         timeout = cfg.poll_interval_s
         next_due = self._wheel.next_due()
         if next_due is not None:
-            timeout = max(0.0, min(timeout, next_due - now))
+            timeout = min(timeout, next_due - now)
+        if self._recheck_at is not None:
+            timeout = min(timeout, self._recheck_at - now)
         self._notified = False
-        self.asleep.set()
-        await self._wait(self._wake, timeout)
+        if self._recheck_at is None:
+            self.asleep.set()
+        await self._wait(self._wake, max(0.0, timeout))
         self.asleep.clear()
         self._wake.clear()
+        now = time.monotonic()
+        if self._recheck_at is not None and (self._notified or now >= self._recheck_at):
+            self._recheck_at = None
         if self._notified:
             self._metrics.wakeups.labels("notify").inc()
             await self._set_awake()
-        elif self._wheel.advance(time.monotonic()):
+        elif self._wheel.advance(now):
             self._metrics.wakeups.labels("timer").inc()
         else:
             self._metrics.wakeups.labels("poll").inc()
