@@ -46,8 +46,19 @@ def _text(where: str, value: object, max_len: int = 4096) -> str:
     return value
 
 
-def validate_credentials(raw: Mapping[str, Any]) -> dict[str, Any]:
+def _token_url(value: object, allow_http: bool) -> str:
+    url = _text("credentials.oauth2.token_url", value)
+    try:
+        return validate_url(url, allow_http=allow_http)
+    except InvalidEndpoint as exc:
+        raise InvalidEndpoint(f"credentials.oauth2.token_url: {exc}") from None
+
+
+def validate_credentials(raw: Mapping[str, Any], *, allow_http: bool = True) -> dict[str, Any]:
     """Check a credentials object; return it normalised.
+
+    `allow_http` False refuses a plain-http OAuth token URL (the client secret would travel in
+    clear); callers pass `security.allow_http`.
 
     Raises:
         InvalidEndpoint: unknown keys, more than one of basic/bearer/oauth2, a reserved or
@@ -79,7 +90,7 @@ def validate_credentials(raw: Mapping[str, Any]) -> dict[str, Any]:
                 "credentials.oauth2: expected token_url, client_id, client_secret"
             )
         oauth = {
-            "token_url": validate_url(_text("credentials.oauth2.token_url", o.get("token_url"))),
+            "token_url": _token_url(o.get("token_url"), allow_http),
             "client_id": _text("credentials.oauth2.client_id", o.get("client_id")),
             "client_secret": _text("credentials.oauth2.client_secret", o.get("client_secret")),
         }
@@ -101,7 +112,10 @@ def validate_credentials(raw: Mapping[str, Any]) -> dict[str, Any]:
                 raise InvalidEndpoint(
                     "credentials.headers: Authorization conflicts with basic/bearer/oauth2"
                 )
-            if not name or not all(c.isalnum() or c in "!#$%&'*+-.^_`|~" for c in str(name)):
+            # RFC 9110 section 5.1: a field name is a token of ASCII tchars.
+            if not name or not all(
+                (c.isascii() and c.isalnum()) or c in "!#$%&'*+-.^_`|~" for c in str(name)
+            ):
                 raise InvalidEndpoint(f"credentials.headers: {name!r} is not a valid header name")
             clean[str(name)] = _text(f"credentials.headers.{name}", value)
         out["headers"] = clean

@@ -386,14 +386,22 @@ async def cmd_retry(args: argparse.Namespace) -> int:
 async def cmd_status(args: argparse.Namespace) -> int:
     async def go(store: Store) -> int:
         s = await store.status()
-        eps = [e for e in await store.endpoints() if not e.enabled]
+        eps = await store.endpoints()
         data = {
             "outbox_backlog": s.outbox_backlog,
             "pending": s.pending,
             "paused": s.paused,
             "failed": s.failed,
             "oldest_pending_s": s.oldest_pending_s,
-            "disabled_endpoints": [{"id": e.id, "reason": e.disabled_reason} for e in eps],
+            "failed_attempts_last_hour": s.failed_attempts_last_hour,
+            "disabled_endpoints": [
+                {"id": e.id, "reason": e.disabled_reason} for e in eps if not e.enabled
+            ],
+            "open_breakers": [
+                {"id": e.id, "open_until": e.breaker_open_until.isoformat()}
+                for e in eps
+                if e.breaker_open_until is not None
+            ],
         }
         if args.json:
             print(orjson.dumps(data).decode())

@@ -4,18 +4,27 @@ By default only globally routable unicast addresses are allowed. Refused: loopba
 (RFC 1918), link-local (169.254.0.0/16, including the 169.254.169.254 metadata address), shared
 address space / CGNAT (100.64.0.0/10, RFC 6598), multicast, unspecified, broadcast, reserved and
 documentation ranges (Python's `ipaddress` `is_global`, from the IANA special-purpose registries),
-IPv6 loopback, unique-local (fc00::/7) and link-local (fe80::/10), and every IPv6 form that embeds
-an IPv4 address: IPv4-mapped (::ffff:0:0/96), IPv4-compatible (::/96), NAT64 (64:ff9b::/96,
-RFC 6052) and 6to4 (2002::/16, RFC 3056). An operator opens internal targets on purpose with an
+IPv6 loopback, unique-local (fc00::/7), link-local (fe80::/10) and site-local (fec0::/10), and
+every IPv6 form that embeds an IPv4 address: IPv4-mapped (::ffff:0:0/96), IPv4-compatible
+(::/96), NAT64 (64:ff9b::/96, RFC 6052) and 6to4 (2002::/16, RFC 3056). IP literals are recognised
+in every spelling a client would connect to: legacy IPv4 forms (decimal, octal, hex, shortened)
+and non-ASCII forms that IDNA maps onto them. An operator opens internal targets on purpose with an
 allow-list of CIDRs and host names.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import re
 import socket
+import unicodedata
 from collections.abc import Iterable
+
+try:  # the IDNA 2008 / UTS 46 mapping yarl (so aiohttp) applies to non-ASCII host names
+    import idna as _idna
+except ImportError:  # pragma: no cover - aiohttp depends on yarl, which depends on idna
+    _idna = None  # type: ignore[assignment]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -37,12 +46,29 @@ class DestinationRefused(OSError):
         super().__init__(f"{REFUSED_REASON}: {detail}")
 
 
-def literal_address(host: str) -> IPAddress | None:
-    """The address a URL host denotes if it is an IP literal in any spelling, else None.
+# Dots that IDNA processing turns into "." (UTS 46 and RFC 3490 section 3.1).
+_DOT_LIKE = str.maketrans({"\u3002": ".", "\uff0e": ".", "\uff61": "."})
 
-    Understands bracketed or bare IPv6 and the legacy IPv4 spellings resolvers accept.
+
+def _ascii_spellings(host: str) -> list[str]:
+    """`host`, and for a non-ASCII host the ASCII forms IDNA processing gives it.
+
+    HTTP clients apply IDNA before they connect: yarl turns fullwidth digits (U+FF10-U+FF19) and
+    ideographic full stops (U+3002) into "127.0.0.1" and then connects to that literal without
+    any name lookup, so the guard must see every such form.
     """
-    h = host.strip("[]")
+    if host.isascii():
+        return [host]
+    forms = [unicodedata.normalize("NFKC", host).translate(_DOT_LIKE)]
+    with contextlib.suppress(UnicodeError):
+        forms.append(host.encode("idna").decode("ascii"))
+    if _idna is not None:
+        with contextlib.suppress(UnicodeError):  # idna.IDNAError is a UnicodeError
+            forms.append(_idna.encode(host, uts46=True).decode("ascii"))
+    return forms
+
+
+def _literal(h: str) -> IPAddress | None:
     try:
         return ipaddress.ip_address(h.split("%", 1)[0])
     except ValueError:
@@ -53,6 +79,26 @@ def literal_address(host: str) -> IPAddress | None:
         except OSError:
             return None
     return None
+
+
+def literal_addresses(host: str) -> list[IPAddress]:
+    """Every address a URL host can denote as an IP literal, in any spelling (usually 0 or 1).
+
+    Understands bracketed or bare IPv6, the legacy IPv4 spellings resolvers accept, and non-ASCII
+    spellings that IDNA maps onto either.
+    """
+    found = []
+    for form in _ascii_spellings(host):
+        addr = _literal(form.strip("[]"))
+        if addr is not None and addr not in found:
+            found.append(addr)
+    return found
+
+
+def literal_address(host: str) -> IPAddress | None:
+    """The address a URL host denotes if it is an IP literal in any spelling, else None."""
+    found = literal_addresses(host)
+    return found[0] if found else None
 
 
 class DestinationPolicy:
@@ -86,7 +132,9 @@ class DestinationPolicy:
         if addr.is_multicast or not addr.is_global:
             return False
         if isinstance(addr, ipaddress.IPv6Address):
-            return not any(addr in n for n in _EMBEDDED_V4)
+            # Site-local fec0::/10 (deprecated by RFC 3879, still routed inside some networks) is
+            # "global" to Python's ipaddress.
+            return not addr.is_site_local and not any(addr in n for n in _EMBEDDED_V4)
         return True
 
     def check_host(self, host: str) -> None:
@@ -97,9 +145,9 @@ class DestinationPolicy:
         """
         if self.host_allowed(host):
             return
-        addr = literal_address(host)
-        if addr is not None and not self.address_allowed(addr):
-            raise DestinationRefused(str(addr))
+        for addr in literal_addresses(host):
+            if not self.address_allowed(addr):
+                raise DestinationRefused(str(addr))
 
     def check_addresses(self, host: str, addresses: Iterable[str]) -> None:
         """Refuse a host if any address it resolved to is disallowed.

@@ -95,6 +95,8 @@ class Dispatcher:
         self._wheel: TimerWheel[int] = TimerWheel(cfg.daemon.timer_tick_s, time.monotonic())
         self._wheel_loaded_at = -1e9
         self._recheck_at: float | None = None
+        self._sleep_until = 0.0
+        """While the claim loop sleeps: when it will wake by itself (monotonic seconds)."""
         self._background: set[asyncio.Task[None]] = set()
 
     # -- signals from outside ----------------------------------------------------------------
@@ -215,7 +217,9 @@ class Dispatcher:
         if free <= 0:
             return True
         due_limit = min(cfg.claim_batch, free)
-        due = await self._store.claim_due(due_limit, cfg.lease_s, self._blocked())
+        due = await self._store.claim_due(
+            due_limit, cfg.lease_s, self._blocked(), 2 * self._cfg.http.per_endpoint_limit
+        )
         await self._dispatch(due)
         self._wheel.advance(time.monotonic())
         return len(due) >= due_limit
@@ -234,7 +238,7 @@ class Dispatcher:
             self._wake.clear()
             await self._store.set_sleeping(True)
             self._sleeping = True
-            if await self._store.has_work():
+            if await self._store.has_work(self._blocked()):
                 await self._set_awake()
                 return
             self._recheck_at = now + cfg.idle_recheck_s
@@ -246,10 +250,16 @@ class Dispatcher:
             timeout = min(timeout, next_due - now)
         if self._recheck_at is not None:
             timeout = min(timeout, self._recheck_at - now)
+        for rt in self._endpoints.values():
+            if rt.breaker.state == "open":
+                # The probe may go out when the cool-down ends.
+                timeout = min(timeout, rt.breaker.open_until - now)
+        self._sleep_until = now + max(0.0, timeout)
         self._notified = False
         if self._recheck_at is None:
             self.asleep.set()
         await self._wait(self._wake, max(0.0, timeout))
+        self._sleep_until = 0.0
         self.asleep.clear()
         self._wake.clear()
         now = time.monotonic()
@@ -291,9 +301,15 @@ class Dispatcher:
     async def _dispatch(self, deliveries: list[Delivery]) -> None:
         if not deliveries:
             return
-        if any(d.endpoint_id not in self._endpoints for d in deliveries):
+        # A claimed delivery is pending in the database, so its endpoint was enabled when it was
+        # claimed: if the cache says otherwise (or does not know it), the cache is stale.
+        if any(
+            (rt := self._endpoints.get(d.endpoint_id)) is None or not rt.sendable
+            for d in deliveries
+        ):
             await self._refresh_endpoints()
         now = time.monotonic()
+        cap = 2 * self._cfg.http.per_endpoint_limit
         bodies: dict[int, bytes] = {}
         for d in deliveries:
             rt = self._endpoints.get(d.endpoint_id)
@@ -305,6 +321,12 @@ class Dispatcher:
                     self._settle(d, DeliveryState.FAILED, f"cannot send: {rt.problem}")
                 else:
                     self._settle(d, DeliveryState.PAUSED, "endpoint disabled")
+                continue
+            if rt.held >= cap:
+                # One claim can bring more of a single endpoint than its queue should hold; the
+                # rest go back to the database (due now, no attempt counted) instead of waiting
+                # here on a lease.
+                self._give_back(_Held(d, now))
                 continue
             body = bodies.get(d.event_id)
             if body is None:
@@ -320,18 +342,26 @@ class Dispatcher:
 
     def _settle(self, d: Delivery, state: DeliveryState, reason: str) -> None:
         """Write a final state for a delivery that cannot be attempted (no attempt is logged)."""
-        self._writer.add(Outcome(d.id, d.attempt, state, None, None, reason), None)
+        self._writer.add(Outcome(d.id, d.attempt, state, None, None, reason, counted=False), None)
         self._metrics.deliveries.labels(
             "failed" if state is DeliveryState.FAILED else "paused"
         ).inc()
 
     def _give_back(self, held: _Held) -> None:
-        """Return a lease without an attempt: due again at once, the attempt counter unchanged."""
+        """Return a lease without an attempt: due again at once, the attempt counter unchanged.
+
+        The claim loop looks again once the writer has had time to write it back.
+        """
         d = held.delivery
         self._writer.add(
             Outcome(d.id, d.attempt, DeliveryState.PENDING, 0.0, None, None, counted=False), None
         )
         held.settled = True
+        if not self._stopping:
+            again = time.monotonic() + 2 * self._cfg.daemon.flush_interval_s
+            if self._recheck_at is None or again < self._recheck_at:
+                self._recheck_at = again
+            self._wake.set()
 
     async def _deliver(self, held: _Held, rt: EndpointRuntime, origin: Origin, body: bytes) -> None:
         d = held.delivery
@@ -382,6 +412,11 @@ class Dispatcher:
                 else:
                     self._give_back(held)
             self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            if (
+                rt.held == 2 * self._cfg.http.per_endpoint_limit
+                or self._origin_held[origin] == 2 * self._cfg.http.per_host_limit
+            ):
+                self._wake.set()  # it leaves the held-back set: its backlog may be claimed
             rt.held -= 1
             self._origin_held[origin] -= 1
             self._held -= 1
@@ -450,7 +485,10 @@ class Dispatcher:
             outcome = Outcome(d.id, d.attempt, DeliveryState.PENDING, delay, rec.status, rec.error)
             m.deliveries.labels("retry_scheduled").inc()
             if delay <= self._cfg.daemon.retry_horizon_s:
-                self._wheel.add(d.id, now + delay + self._cfg.daemon.flush_interval_s)
+                due = now + delay + self._cfg.daemon.flush_interval_s
+                self._wheel.add(d.id, due)
+                if due < self._sleep_until:
+                    self._wake.set()  # the loop sleeps past this retry: let it re-plan
         self._writer.add(outcome, rec)
 
     # -- side effects on endpoints, run as owned background tasks -----------------------------

@@ -13,6 +13,7 @@ import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -185,6 +186,7 @@ class HostPools:
                 auto_decompress=False,
                 headers={"User-Agent": self._cfg.user_agent},
                 skip_auto_headers=("Accept-Encoding",),
+                trace_configs=[_REUSE_TRACE],
             )
             self._sessions[origin] = session
         return session
@@ -249,6 +251,8 @@ class HostPools:
                     self._session(origin), url, body, headers, timeout, tls, cap
                 )
             except _NoResponse as stale:
+                if not stale.reused:
+                    raise
                 log.debug(
                     "no response on a pooled connection to %s (%s); retrying fresh",
                     origin,
@@ -277,6 +281,7 @@ class HostPools:
         tls: ssl.SSLContext | bool,
         cap: int,
     ) -> Response:
+        reuse = _Reuse()
         try:
             cm = session.post(
                 url,
@@ -285,10 +290,11 @@ class HostPools:
                 allow_redirects=False,
                 timeout=client_timeout,
                 ssl=tls,
+                trace_request_ctx=reuse,
             )
             resp = await cm.__aenter__()
         except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError) as exc:
-            raise _NoResponse() from exc
+            raise _NoResponse(reuse.reused) from exc
         try:
             kept = bytearray()
             while len(kept) < cap:
@@ -305,7 +311,39 @@ class HostPools:
 
 
 class _NoResponse(Exception):
-    """The connection was dropped before any response; __cause__ holds aiohttp's error."""
+    """The connection was dropped before any response; __cause__ holds aiohttp's error.
+
+    `reused` tells whether the request went out on a pooled keep-alive connection (which the
+    server may have closed while it sat idle): only then is one immediate resend warranted.
+    """
+
+    def __init__(self, reused: bool) -> None:
+        super().__init__()
+        self.reused = reused
+
+
+class _Reuse:
+    """Per-request marker set by the trace hook when aiohttp reuses a pooled connection."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+async def _on_reuse(
+    session: aiohttp.ClientSession,
+    ctx: SimpleNamespace,
+    params: aiohttp.TraceConnectionReuseconnParams,
+) -> None:
+    marker = ctx.trace_request_ctx
+    if isinstance(marker, _Reuse):
+        marker.reused = True
+
+
+_REUSE_TRACE = aiohttp.TraceConfig()
+_REUSE_TRACE.on_connection_reuseconn.append(_on_reuse)
+_REUSE_TRACE.freeze()
 
 
 def _describe(exc: BaseException) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -42,13 +43,18 @@ def configure(level: str = "info", fmt: str = "text") -> None:
 
 class RateLimitedLog:
     """At most `per_s` lines per second (token bucket, burst of `per_s`); the excess is counted
-    and reported in one summary line when lines are allowed again."""
+    and reported in one summary line when lines are allowed again, or, once the storm is over
+    (no line suppressed for `quiet_s`), by a timer on the running event loop, so the count of
+    the storm's last stretch is not lost."""
 
-    def __init__(self, logger: logging.Logger, per_s: float) -> None:
+    def __init__(self, logger: logging.Logger, per_s: float, quiet_s: float = 1.0) -> None:
         self._log = logger
         self._rate = per_s
         self._tokens = per_s
         self._last = time.monotonic()
+        self._quiet_s = quiet_s
+        self._last_suppressed = 0.0
+        self._timer: asyncio.TimerHandle | None = None
         self.suppressed = 0
 
     def warning(self, msg: str, *args: object) -> None:
@@ -58,11 +64,34 @@ class RateLimitedLog:
         self._last = now
         if self._tokens < 1:
             self.suppressed += 1
+            self._last_suppressed = now
+            self._schedule_summary(self._quiet_s)
             return
         self._tokens -= 1
+        self._summarize()
+        self._log.warning(msg, *args)
+
+    def _summarize(self) -> None:
         if self.suppressed:
             self._log.warning(
                 "%d similar lines suppressed (log.failed_attempts_per_s)", self.suppressed
             )
             self.suppressed = 0
-        self._log.warning(msg, *args)
+
+    def _schedule_summary(self, delay_s: float) -> None:
+        if self._timer is not None:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # no loop: the next line allowed reports the count
+        self._timer = loop.call_later(delay_s, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        quiet_for = time.monotonic() - self._last_suppressed
+        if quiet_for < self._quiet_s:
+            # Still storming: the next line allowed reports the count; look again later.
+            self._schedule_summary(self._quiet_s - quiet_for)
+        else:
+            self._summarize()

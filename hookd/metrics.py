@@ -8,6 +8,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 import hookd
+from hookd.classify import STATUS_CLASSES
 
 _LATENCY_BUCKETS_S = (
     0.001,
@@ -143,6 +144,10 @@ class Metrics:
         )
         for outcome in ("delivered", "retry_scheduled", "failed", "paused"):
             self.deliveries.labels(outcome)
+        # Every known label value starts at 0, so rates and ratios have data before the first
+        # failure (a series that appears only on its first increment hides that increment).
+        for status_class in sorted(STATUS_CLASSES):
+            self.attempts.labels(status_class)
         for source in ("notify", "timer", "poll"):
             self.wakeups.labels(source)
         for state in ("pending", "paused", "failed"):

@@ -41,6 +41,8 @@ class Endpoint:
     previous_secret_until: datetime | None = None
     credentials: Mapping[str, Any] | None = None
     """How hookd authenticates to the receiver (see hookd/auth.py); decrypted."""
+    updated_at: datetime | None = None
+    """Changes on every change to the row (enable, disable, URL, secret, settings)."""
 
     def secrets_at(self, now: datetime) -> tuple[str, ...]:
         """The secrets to sign with at `now`: the current one, plus the previous during its grace."""

@@ -17,6 +17,9 @@ from hookd.models import Endpoint
 from hookd.retry import RetryPolicy
 from hookd.signing import InvalidSecret, Signer
 
+LEASE_MARGIN_S = 2.0
+"""Seconds of lease kept free after the longest attempt (the outcome still has to be written)."""
+
 
 @dataclass(eq=False, slots=True)
 class EndpointRuntime:
@@ -86,7 +89,9 @@ class EndpointRuntime:
             return
         self.limit.set_ceiling(s.get("max_concurrency", cfg.http.per_endpoint_limit))
         self.connect_timeout_s = s.get("connect_timeout_s", cfg.http.connect_timeout_s)
-        self.total_timeout_s = s.get("total_timeout_s", cfg.http.total_timeout_s)
+        # An attempt must end well inside the lease, or the delivery could never be sent.
+        lease_bound = cfg.daemon.lease_s - cfg.daemon.flush_interval_s - LEASE_MARGIN_S
+        self.total_timeout_s = min(s.get("total_timeout_s", cfg.http.total_timeout_s), lease_bound)
         if self.connect_timeout_s > self.total_timeout_s:
             self.connect_timeout_s = self.total_timeout_s
 

@@ -16,11 +16,13 @@ import secrets
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from hookd.errors import HookdError
+
 PREFIX = "enc:v1:"
 ENV_VAR = "HOOKD_SECRET_KEY"
 
 
-class SecretKeyError(ValueError):
+class SecretKeyError(HookdError, ValueError):
     """The encryption key is missing, malformed, or not the key these values were written with."""
 
 
@@ -82,7 +84,7 @@ class SecretBox:
         """Decrypt a stored value; plaintext values pass through.
 
         Raises:
-            SecretKeyError: an encrypted value and no key, or the wrong key.
+            SecretKeyError: an encrypted value and no key, the wrong key, or a corrupt value.
         """
         if not value.startswith(PREFIX):
             return value
@@ -90,7 +92,12 @@ class SecretBox:
             raise SecretKeyError(
                 "an encrypted secret was found but no key is configured (HOOKD_SECRET_KEY)"
             )
-        raw = base64.b64decode(value[len(PREFIX) :])
+        try:
+            raw = base64.b64decode(value[len(PREFIX) :], validate=True)
+        except (binascii.Error, ValueError):
+            raise SecretKeyError("a stored secret is corrupt (not valid base64)") from None
+        if len(raw) < 12 + 16:
+            raise SecretKeyError("a stored secret is corrupt (too short for nonce and tag)")
         try:
             return self._aead.decrypt(raw[:12], raw[12:], None).decode()
         except InvalidTag:

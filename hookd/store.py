@@ -72,6 +72,7 @@ def _endpoint(r: asyncpg.Record, box: SecretBox) -> Endpoint:
         previous_secret=box.open(r["previous_secret"]) if r["previous_secret"] else None,
         previous_secret_until=r["previous_secret_until"],
         credentials=orjson.loads(box.open(creds)) if creds else None,
+        updated_at=r["updated_at"],
     )
 
 
@@ -120,11 +121,22 @@ class Store:
         return FanOut(len(events), len(created), [_delivery(r) for r in created if r["leased"]])
 
     async def claim_due(
-        self, limit: int, lease_s: float, exclude_endpoints: Sequence[int] = ()
+        self,
+        limit: int,
+        lease_s: float,
+        exclude_endpoints: Sequence[int] = (),
+        per_endpoint: int | None = None,
     ) -> list[Delivery]:
-        """Lease up to `limit` due pending deliveries, skipping `exclude_endpoints`."""
+        """Lease up to `limit` due pending deliveries, at most `per_endpoint` of each endpoint,
+        skipping `exclude_endpoints`."""
         rows = await self.pool.fetch(
-            QUERIES["claim_due"], limit, lease_s, self.owner, list(exclude_endpoints)
+            QUERIES["claim_due"],
+            limit,
+            lease_s,
+            self.owner,
+            list(exclude_endpoints),
+            per_endpoint or limit,
+            10 * limit,
         )
         return [_delivery(r, r["delivery_created_at"]) for r in rows]
 
@@ -173,9 +185,10 @@ class Store:
         """Tell publishers whether a daemon is asleep and wants a NOTIFY."""
         await self.pool.execute(QUERIES["set_sleeping"], sleeping)
 
-    async def has_work(self) -> bool:
-        """True if an event waits for fan-out or a pending delivery is due."""
-        return bool(await self.pool.fetchval(QUERIES["has_work"]))
+    async def has_work(self, held_back: Sequence[int] = ()) -> bool:
+        """True if an event waits for fan-out or a pending delivery is due, not counting the
+        endpoints in `held_back` (the caller skips them in claims)."""
+        return bool(await self.pool.fetchval(QUERIES["has_work"], list(held_back)))
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest pending delivery is due (<= 0: due now); None if none."""

@@ -37,15 +37,31 @@ FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
 
 -- name: claim_due
 -- Lease up to $1 pending deliveries that are due (retries and expired leases) to $3 for $2
--- seconds, skipping endpoints in $4 whose local queue is full.
-WITH due AS (
-    SELECT id
-    FROM hookd.deliveries
-    WHERE state = 'pending' AND next_attempt_at <= now()
-      AND endpoint_id <> ALL ($4::bigint[])
-    ORDER BY next_attempt_at
+-- seconds, skipping endpoints in $4 (held back by the caller) and taking at most $5 per endpoint,
+-- so one endpoint's backlog does not fill the batch. The per-endpoint cut looks at the $6 most
+-- overdue candidates only, which keeps the query's cost bounded on a large backlog.
+WITH candidates AS (
+    SELECT id, next_attempt_at
+    FROM (
+        SELECT id, next_attempt_at,
+               row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS nth
+        FROM (
+            SELECT id, endpoint_id, next_attempt_at
+            FROM hookd.deliveries
+            WHERE state = 'pending' AND next_attempt_at <= now()
+              AND endpoint_id <> ALL ($4::bigint[])
+            ORDER BY next_attempt_at
+            LIMIT $6
+        ) overdue
+    ) ranked
+    WHERE nth <= $5
+), due AS (
+    SELECT d.id
+    FROM hookd.deliveries d JOIN candidates c ON c.id = d.id
+    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
+    ORDER BY c.next_attempt_at
     LIMIT $1
-    FOR UPDATE SKIP LOCKED
+    FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE hookd.deliveries d
 SET attempts = d.attempts + 1,
@@ -108,22 +124,26 @@ SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
 FROM hookd.deliveries WHERE state = 'pending';
 
 -- name: has_work
+-- Work this daemon could claim now: events to fan out, or due deliveries of endpoints not in $1
+-- (those it holds back itself: full local queue, open breaker).
 SELECT EXISTS (SELECT 1 FROM hookd.events WHERE fanned_out_at IS NULL)
-    OR EXISTS (SELECT 1 FROM hookd.deliveries WHERE state = 'pending' AND next_attempt_at <= now());
+    OR EXISTS (SELECT 1 FROM hookd.deliveries
+               WHERE state = 'pending' AND next_attempt_at <= now()
+                 AND endpoint_id <> ALL ($1::bigint[]));
 
 -- name: install_id
 SELECT install_id FROM hookd.meta;
 
 -- name: endpoints_all
 SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
-       breaker_open_until, previous_secret, previous_secret_until, credentials
+       breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at
 FROM hookd.endpoints ORDER BY id;
 
 -- name: endpoint_insert
 INSERT INTO hookd.endpoints (url, tenant, event_types, secret, settings)
 VALUES ($1, $2, $3, $4, $5)
 RETURNING id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
-          breaker_open_until, previous_secret, previous_secret_until, credentials;
+          breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at;
 
 -- name: endpoint_set_enabled
 WITH ep AS (

@@ -10,6 +10,10 @@ raises an AssertionError that lists what did arrive.
 
 A request is recorded *before* its response is written, so "the receiver saw N requests" does not
 mean the sender has processed N responses yet.
+
+Concurrency is measured too: `in_flight` counts requests whose handler is still running (a HANG, a
+slow answer, a body still being written) and `peak_in_flight` the most at any moment, per receiver
+and per path; extra `ConcurrencyGauge`s shared between receivers measure several origins together.
 """
 
 from __future__ import annotations
@@ -30,12 +34,76 @@ HANG: Literal["hang"] = "hang"
 """Accept the request and never answer (until the client gives up or the receiver stops)."""
 DROP: Literal["drop"] = "drop"
 """Read the request, then abort the connection without any response."""
+DRIP: Literal["drip"] = "drip"
+"""Answer 200 with a 3,600-byte Content-Length, then send the body one byte per second."""
+HUGE: Literal["huge"] = "huge"
+"""Answer 200 with an 8 MiB body (Content-Length set); ("huge", status) for another status."""
+ENDLESS: Literal["endless"] = "endless"
+"""Answer 200 with a chunked body that never ends (until the client closes the connection)."""
+CLOSE: Literal["close"] = "close"
+"""Answer 204 without a `Connection: close` header, then close the connection at once: the client
+may have put it back in its keep-alive pool, and finds it dead when it uses it again."""
+SLOW: Literal["slow"] = "slow"
+"""("slow", seconds) answers 204 after `seconds`; ("slow", seconds, status) another status."""
+REDIRECT: Literal["redirect"] = "redirect"
+"""("redirect", status, location): a 3xx answer with a Location header."""
 
-Behaviour = int | Literal["hang", "drop"] | tuple[int, Mapping[str, str]]
-"""A status code, HANG, DROP, or (status, extra response headers) e.g. (429, {"Retry-After": "2"})."""
+HUGE_BODY_BYTES = 8 * 1024 * 1024
+DRIP_BODY_BYTES = 3600
+
+Behaviour = (
+    int
+    | Literal["hang", "drop", "drip", "huge", "endless", "close"]
+    | tuple[int, Mapping[str, str]]
+    | tuple[Literal["huge"], int]
+    | tuple[Literal["slow"], float]
+    | tuple[Literal["slow"], float, int]
+    | tuple[Literal["redirect"], int, str]
+)
+"""A status code, one of the named behaviours above, or (status, extra response headers) e.g.
+(429, {"Retry-After": "2"})."""
 
 DEFAULT_BEHAVIOUR: Behaviour = 204
 _MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+def status_of(behaviour: Behaviour) -> int | None:
+    """The status a behaviour answers with, or None for HANG / DROP."""
+    if isinstance(behaviour, int):
+        return behaviour
+    if isinstance(behaviour, tuple):
+        head = behaviour[0]
+        if isinstance(head, int):
+            return head
+        if head == HUGE:
+            return int(behaviour[1])
+        if head == SLOW:
+            return int(behaviour[2]) if len(behaviour) > 2 else 204
+        if head == REDIRECT:
+            return int(behaviour[1])
+        raise ValueError(f"unknown behaviour {behaviour!r}")
+    return {HANG: None, DROP: None, DRIP: 200, HUGE: 200, ENDLESS: 200, CLOSE: 204}[behaviour]
+
+
+class ConcurrencyGauge:
+    """Requests being handled now and the most at once since the last `reset()`."""
+
+    __slots__ = ("current", "peak")
+
+    def __init__(self) -> None:
+        self.current = 0
+        self.peak = 0
+
+    def enter(self) -> None:
+        self.current += 1
+        self.peak = max(self.peak, self.current)
+
+    def leave(self) -> None:
+        self.current -= 1
+
+    def reset(self) -> None:
+        """Start a new measurement: the peak becomes what is open now."""
+        self.peak = self.current
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,9 +132,7 @@ class RecordedRequest:
     @property
     def status(self) -> int | None:
         """The status the receiver answered with, or None for HANG / DROP."""
-        if isinstance(self.behaviour, tuple):
-            return self.behaviour[0]
-        return self.behaviour if isinstance(self.behaviour, int) else None
+        return status_of(self.behaviour)
 
     def describe(self) -> str:
         """One line for failure messages."""
@@ -90,6 +156,7 @@ class Receiver:
         port: int = 0,
         secrets: Mapping[str, str] | None = None,
         default: Behaviour = DEFAULT_BEHAVIOUR,
+        gauges: Iterable[ConcurrencyGauge] = (),
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"tests listen on loopback only, not {host!r}")
@@ -104,6 +171,10 @@ class Receiver:
         self._runner: web.AppRunner | None = None
         # Set when stopping, so HANG handlers let go instead of holding shutdown for its timeout.
         self._release_hung = asyncio.Event()
+        self.gauge = ConcurrencyGauge()
+        """Requests to any path being handled now, and the peak."""
+        self._path_gauges: dict[str, ConcurrencyGauge] = {}
+        self._shared_gauges = tuple(gauges)
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -204,6 +275,27 @@ class Receiver:
         """Forget the records (scripts and secrets stay)."""
         self._requests.clear()
 
+    @property
+    def in_flight(self) -> int:
+        """Requests whose handler is running now (answer not yet fully written)."""
+        return self.gauge.current
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests handled at once since start or `reset_peaks()`."""
+        return self.gauge.peak
+
+    def peak_for(self, path: str) -> int:
+        """The most requests to `path` handled at once since start or `reset_peaks()`."""
+        gauge = self._path_gauges.get(path)
+        return gauge.peak if gauge is not None else 0
+
+    def reset_peaks(self) -> None:
+        """Start new peak measurements (this receiver's own gauges, not shared ones)."""
+        self.gauge.reset()
+        for gauge in self._path_gauges.values():
+            gauge.reset()
+
     async def wait_for(
         self,
         what: int | Callable[[Receiver], bool],
@@ -253,6 +345,25 @@ class Receiver:
     # -- the handler -----------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        gauges = (
+            self.gauge,
+            self._path_gauges.setdefault(request.path, ConcurrencyGauge()),
+            *self._shared_gauges,
+        )
+        for gauge in gauges:
+            gauge.enter()
+        try:
+            return await self._respond(request)
+        finally:
+            for gauge in gauges:
+                gauge.leave()
+            # Lets wait_for predicates on in_flight see the change. Acquiring the condition's
+            # lock does not suspend here (nobody holds it across an await), so this runs even
+            # while the handler is being cancelled.
+            async with self._changed:
+                self._changed.notify_all()
+
+    async def _respond(self, request: web.Request) -> web.StreamResponse:
         loop_s = asyncio.get_running_loop().time()
         wall_s = time.time()
         body = await request.read()
@@ -289,11 +400,71 @@ class Receiver:
                 request.transport.abort()
             # aiohttp ignores a response it cannot write to a closed transport.
             return web.Response(status=499)
+        if behaviour == DRIP:
+            return await self._drip(request)
+        if behaviour == ENDLESS:
+            return await self._endless(request)
+        if behaviour == HUGE:
+            return web.Response(status=200, body=b"x" * HUGE_BODY_BYTES)
+        if behaviour == CLOSE:
+            return await self._answer_then_close(request)
         if isinstance(behaviour, tuple):
+            head = behaviour[0]
+            if head == SLOW:
+                await self._pause(float(behaviour[1]))
+                return web.Response(status=status_of(behaviour))
+            if head == HUGE:
+                return web.Response(status=int(behaviour[1]), body=b"x" * HUGE_BODY_BYTES)
+            if head == REDIRECT:
+                _, status, location = behaviour
+                return web.Response(status=int(status), headers={"Location": str(location)})
             status, headers = behaviour
-            return web.Response(status=status, headers=dict(headers))
+            return web.Response(status=int(status), headers=dict(headers))
         assert isinstance(behaviour, int)
         return web.Response(status=behaviour)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds` (the scripted behaviour), or less if the receiver stops meanwhile."""
+        try:
+            async with asyncio.timeout(seconds):
+                await self._release_hung.wait()
+        except TimeoutError:
+            pass
+
+    async def _drip(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        resp.content_length = DRIP_BODY_BYTES
+        await resp.prepare(request)
+        try:
+            for _ in range(DRIP_BODY_BYTES):
+                await resp.write(b"x")
+                await self._pause(1.0)
+                if self._release_hung.is_set():
+                    break
+        except ConnectionResetError:
+            pass  # the client gave up (aiohttp raises a subclass for a closing transport)
+        return resp
+
+    async def _endless(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(status=200, headers={"Content-Type": "text/plain"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        chunk = b"x" * 65536
+        try:
+            while not self._release_hung.is_set():
+                await resp.write(chunk)
+                await asyncio.sleep(0)  # a fast reader never makes write() wait: let others run
+        except ConnectionResetError:
+            pass  # the client hung up: the end of an endless body
+        return resp
+
+    async def _answer_then_close(self, request: web.Request) -> web.StreamResponse:
+        resp = web.Response(status=204)
+        await resp.prepare(request)
+        await resp.write_eof()
+        if request.transport is not None:
+            request.transport.close()  # after the buffered response is flushed
+        return resp
 
     def _verify(
         self, path: str, headers: CIMultiDictProxy[str], body: bytes
