@@ -15,6 +15,7 @@ demo: $(STAMP)
 	$(BIN)/hookd demo
 
 test: $(STAMP)
+	scripts/ensure-tools
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)
