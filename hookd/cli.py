@@ -286,7 +286,7 @@ def _credentials_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
         raise HookdError(
             "give credentials (--basic, --bearer, --oauth2-token-url, --header, TLS files) or --clear"
         )
-    return validate_credentials(raw)
+    return validate_credentials(raw, allow_http=_cfg(args).security.allow_http)
 
 
 async def cmd_endpoint_auth(args: argparse.Namespace) -> int:

@@ -173,6 +173,8 @@ class Daemon:
         try:
             store = Store(pool, uuid.uuid4(), box)
             install_id = await store.install_id()
+            # Fail now, with one clear line, if stored secrets cannot be read with this key.
+            await store.endpoints()
             writer = OutcomeWriter(store, cfg.daemon.flush_interval_s, cfg.daemon.flush_batch)
             async with HostPools(cfg.http, cfg.security.policy()) as pools:
                 dispatcher = self.dispatcher = Dispatcher(

@@ -31,6 +31,7 @@ from hookd.logs import RateLimitedLog
 from hookd.metrics import Metrics
 from hookd.models import AttemptRecord, Delivery, DeliveryState, Outcome
 from hookd.runtime import EndpointRuntime
+from hookd.secretbox import SecretKeyError
 from hookd.sender import attempt, build_body, webhook_id
 from hookd.store import Store
 from hookd.timerwheel import TimerWheel
@@ -44,7 +45,8 @@ ENDPOINT_REFRESH_S = 2.0
 NEAR_DUE_BATCH = 10_000
 """Most retries loaded into the timer wheel per look at the database."""
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, SecretKeyError)
+"""Failures of a database round trip (or of reading what it returned) that the loop survives."""
 
 
 @dataclass(slots=True)

@@ -27,17 +27,17 @@ class EndpointRuntime:
 
     endpoint: Endpoint
     origin: Origin | None
-    signer: Signer | None
+    signer: Signer | None = field(repr=False)
     policy: RetryPolicy
     limit: AdaptiveLimit
     breaker: CircuitBreaker
     connect_timeout_s: float
     total_timeout_s: float
     problem: str | None = None
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict, repr=False)
     """Authentication and custom headers sent with every request."""
-    ssl: ssl.SSLContext | None = None
-    oauth: OAuthClient | None = None
+    ssl: ssl.SSLContext | None = field(default=None, repr=False)
+    oauth: OAuthClient | None = field(default=None, repr=False)
     held: int = 0
     """Deliveries of this endpoint held by this process (queued or sending)."""
     disabled: bool = False

@@ -57,6 +57,7 @@ async def _token(pools: HostPools, rt: EndpointRuntime) -> str:
             headers,
             connect_timeout_s=rt.connect_timeout_s,
             total_timeout_s=rt.total_timeout_s,
+            ssl_context=rt.ssl,
             max_body_bytes=TOKEN_RESPONSE_MAX_BYTES,
         )
         return oauth.accept(resp.status, resp.body)

@@ -29,6 +29,7 @@ class OutcomeWriter:
         self._attempts: list[AttemptRecord] = []
         self._full = asyncio.Event()
         self._lock = asyncio.Lock()
+        self._inflight: asyncio.Future[int] | None = None
         self.on_written: list[Outcome] = []
         self.errors = 0
 
@@ -44,20 +45,29 @@ class OutcomeWriter:
             self._full.set()
 
     async def flush(self) -> None:
-        """Write everything queued now. Raises the database error if the write fails."""
+        """Write everything queued now. Raises the database error if the write fails.
+
+        The write is shielded from cancellation: once sent it runs to its end, and only a write
+        that failed puts its batch back (so a batch is never written twice).
+        """
         async with self._lock:
+            if self._inflight is not None and not self._inflight.done():
+                await asyncio.wait([self._inflight])
             outcomes, self._outcomes = self._outcomes, []
             attempts, self._attempts = self._attempts, []
             self._full.clear()
             if not outcomes and not attempts:
                 return
-            try:
-                await self._store.record(outcomes, attempts)
-            except BaseException:
-                # Put them back in front so nothing is lost; the caller decides about retrying.
-                self._outcomes[:0] = outcomes
-                self._attempts[:0] = attempts
-                raise
+            write = self._inflight = asyncio.ensure_future(self._store.record(outcomes, attempts))
+
+            def keep_if_failed(task: asyncio.Future[int]) -> None:
+                if task.cancelled() or task.exception() is not None:
+                    # Put them back in front so nothing is lost; the caller decides about retrying.
+                    self._outcomes[:0] = outcomes
+                    self._attempts[:0] = attempts
+
+            write.add_done_callback(keep_if_failed)
+            await asyncio.shield(write)
 
     async def run(self) -> None:
         """Flush every `flush_interval_s`, or at once when `flush_batch` outcomes wait; until cancelled."""
