@@ -138,7 +138,7 @@ class BreakerConfig:
 class SecurityConfig:
     """Where hookd may connect, and what endpoint URLs it accepts (see hookd/destinations.py)."""
 
-    ssrf_guard: bool = False
+    ssrf_guard: bool = True
     """Refuse loopback, private, link-local and other internal destinations unless allowed below."""
     allow_cidrs: tuple[str, ...] = ()
     """Address ranges opened on purpose, e.g. ["10.20.0.0/16", "127.0.0.1/32"]."""

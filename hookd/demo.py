@@ -156,7 +156,14 @@ async def _publish_and_deliver(
 
     expected = _expected()
     total = sum(len(v) for v in expected.values())
-    cfg = config.from_mapping({"daemon": {"poll_interval_s": 0.5}, "admin": {"enabled": False}})
+    cfg = config.from_mapping(
+        {
+            "daemon": {"poll_interval_s": 0.5},
+            "admin": {"enabled": False},
+            # The demo's receiver is on loopback, which the SSRF guard refuses unless opened.
+            "security": {"allow_cidrs": ["127.0.0.1/32"]},
+        }
+    )
     cfg = dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, dsn=dsn))
     daemon = Daemon(cfg)
     started = time.perf_counter()

@@ -42,6 +42,8 @@ _BASE: dict[str, dict[str, Any]] = {
     "http": {"total_timeout_s": 3.0, "connect_timeout_s": 1.0},
     "retry": {"schedule_s": [0.0, 0.1, 0.1, 0.1], "max_attempts": 4, "jitter": 0.0},
     "admin": {"port": 0, "stats_interval_s": 0.2},
+    # The receivers run on loopback, which the SSRF guard refuses unless opened explicitly.
+    "security": {"allow_cidrs": ["127.0.0.0/8", "::1/128"]},
 }
 
 

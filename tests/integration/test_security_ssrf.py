@@ -45,7 +45,8 @@ ATTEMPTS = (
 )
 
 GUARD_ONLY: dict[str, dict[str, Any]] = {
-    "security": {"ssrf_guard": True},
+    # The shared test settings open loopback; these tests need the guard with nothing opened.
+    "security": {"ssrf_guard": True, "allow_cidrs": []},
     "retry": {"schedule_s": [0.0, 0.2], "max_attempts": 2, "jitter": 0.0},
 }
 
@@ -213,7 +214,7 @@ async def test_allow_hosts_opens_a_name_but_not_its_address(
         await add_endpoint(dsn, f"http://localhost:{rx.port}/by-name")
         await add_endpoint(dsn, rx.url_for("/by-address"))
         await publish(db, "order.paid", {})
-        overrides = {**GUARD_ONLY, "security": {"ssrf_guard": True, "allow_hosts": ["localhost"]}}
+        overrides = {**GUARD_ONLY, "security": {"ssrf_guard": True, "allow_cidrs": [], "allow_hosts": ["localhost"]}}
         async with running_daemon(dsn, overrides):
             await wait_until(
                 db,

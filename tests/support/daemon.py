@@ -21,6 +21,8 @@ TEST_SETTINGS: dict[str, dict[str, Any]] = {
     "http": {"connect_timeout_s": 2.0, "total_timeout_s": 5.0},
     "retry": {"schedule_s": [0.0, 0.2, 0.2, 0.2], "max_attempts": 4, "jitter": 0.0},
     "admin": {"port": 0},
+    # The SSRF guard is on by default; the receivers run on loopback, so open it explicitly.
+    "security": {"allow_cidrs": ["127.0.0.0/8", "::1/128"]},
 }
 
 

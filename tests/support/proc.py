@@ -60,7 +60,8 @@ E2E_SETTINGS: dict[str, dict[str, Any]] = {
     # Any free port: the default 9464 would collide between two daemons (or two test runs).
     "admin": {"port": 0},
     # The receivers are plain http on loopback.
-    "security": {"allow_http": True, "ssrf_guard": False},
+    # The receivers run on loopback: open it explicitly, as an operator would for internal targets.
+    "security": {"allow_http": True, "allow_cidrs": ["127.0.0.0/8", "::1/128"]},
 }
 """Short leases and timeouts, so crash recovery happens within a test's patience."""
 
