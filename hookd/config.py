@@ -45,6 +45,9 @@ class DaemonConfig:
 
     poll_interval_s: float = 1.0
     """Longest sleep between looks for work when no notification arrives (the polling fallback)."""
+    idle_linger_s: float = 0.01
+    """How long claims must come back empty before the daemon asks publishers for a NOTIFY: under
+    steady load the flag stays off, so publishing costs no NOTIFY (DESIGN-NOTES item 1)."""
     idle_recheck_s: float = 0.025
     """One extra look for work this long after going to sleep: catches an event whose publisher
     read the sleep flag just before it was set (so sent no NOTIFY)."""
@@ -266,6 +269,7 @@ def validate(cfg: Config) -> Config:
         ("database.command_timeout_s", cfg.database.command_timeout_s),
         ("daemon.poll_interval_s", d.poll_interval_s),
         ("daemon.idle_recheck_s", d.idle_recheck_s),
+        ("daemon.idle_linger_s", d.idle_linger_s),
         ("daemon.claim_batch", d.claim_batch),
         ("daemon.max_in_flight", d.max_in_flight),
         ("daemon.lease_s", d.lease_s),

@@ -190,6 +190,7 @@ class Daemon:
                     token=str(store.owner),
                 )
                 listener.on_reconnect_metric = self.metrics.listener_reconnects.inc
+                dispatcher.set_awake = listener.set_awake
                 async with self._admin_server():
                     await self._run_parts(store, writer, dispatcher, listener)
                 await self._final_flush(writer)

@@ -18,6 +18,7 @@ import logging
 import random
 import time
 from collections import Counter as Tally
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -47,6 +48,10 @@ NEAR_DUE_BATCH = 10_000
 
 DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError, SecretKeyError)
 """Failures of a database round trip (or of reading what it returned) that the loop survives."""
+
+
+async def _no_awake_lock(awake: bool) -> bool:
+    return False
 
 
 @dataclass(slots=True)
@@ -97,9 +102,16 @@ class Dispatcher:
         self._wheel: TimerWheel[int] = TimerWheel(cfg.daemon.timer_tick_s, time.monotonic())
         self._wheel_loaded_at = -1e9
         self._recheck_at: float | None = None
+        self._quiet_since: float | None = None
+        """When claims last started coming back empty (None: the last claim found work)."""
         self._sleep_until = 0.0
         """While the claim loop sleeps: when it will wake by itself (monotonic seconds)."""
         self._background: set[asyncio.Task[None]] = set()
+        self._m_claims_fan_out = metrics.claims.labels("fan_out")
+        self._m_claims_due = metrics.claims.labels("due")
+        self.set_awake: Callable[[bool], Awaitable[bool]] = _no_awake_lock
+        """Takes (True) or gives back (False) the lock that tells publishers a daemon is awake;
+        the daemon wires it to its listener (see hookd/listener.py)."""
 
     # -- signals from outside ----------------------------------------------------------------
 
@@ -208,8 +220,10 @@ class Dispatcher:
             await self._wait(self._capacity, cfg.poll_interval_s)
             return True
         ev_limit = max(1, min(cfg.claim_batch, int(free / self._fanout_ratio)))
+        self._m_claims_fan_out.inc()
         fan = await self._store.fan_out(ev_limit, cfg.lease_s, self._blocked())
         if fan.events_claimed:
+            self._quiet_since = None
             self._metrics.events_claimed.inc(fan.events_claimed)
             self._fanout_ratio = max(1.0, fan.created / fan.events_claimed)
             await self._dispatch(fan.deliveries)
@@ -219,9 +233,12 @@ class Dispatcher:
         if free <= 0:
             return True
         due_limit = min(cfg.claim_batch, free)
+        self._m_claims_due.inc()
         due = await self._store.claim_due(
             due_limit, cfg.lease_s, self._blocked(), 2 * self._cfg.http.per_endpoint_limit
         )
+        if due:
+            self._quiet_since = None
         await self._dispatch(due)
         self._wheel.advance(time.monotonic())
         return len(due) >= due_limit
@@ -229,6 +246,7 @@ class Dispatcher:
     async def _idle(self) -> None:
         """Sleep until a NOTIFY, a retry falls due, or the polling fallback fires.
 
+        The flag that makes publishers NOTIFY is set only after `idle_linger_s` without work.
         Order matters: first tell publishers we sleep, then look once more, so an event committed
         before the flag was visible is not left waiting (DESIGN-NOTES item 1). A publisher that
         read the flag just before it changed may commit just after that look; one more look
@@ -237,8 +255,17 @@ class Dispatcher:
         cfg = self._cfg.daemon
         now = time.monotonic()
         if not self._sleeping:
+            if self._quiet_since is None:
+                self._quiet_since = now
+            if now - self._quiet_since < cfg.idle_linger_s:
+                # Keep looking for a moment before asking publishers for a NOTIFY: under steady
+                # load the next events arrive within this window, so the flag (and the commit
+                # lock every NOTIFY takes) stays off while the daemon is busy.
+                await self._wait(self._wake, self._quiet_since + cfg.idle_linger_s - now)
+                self._wake.clear()
+                return
             self._wake.clear()
-            await self._store.set_sleeping(True)
+            await self.set_awake(False)
             self._sleeping = True
             if await self._store.has_work(self._blocked()):
                 await self._set_awake()
@@ -286,9 +313,10 @@ class Dispatcher:
         self._wheel_loaded_at = now
 
     async def _set_awake(self) -> None:
-        if self._sleeping is not False:
-            await self._store.set_sleeping(False)
-            self._sleeping = False
+        # Cheap when the lock is already held; retried on every wake-up while it is not (a
+        # publisher between its publish and its commit can hold it for a moment).
+        self._sleeping = False
+        await self.set_awake(True)
 
     @staticmethod
     async def _wait(event: asyncio.Event, timeout_s: float) -> None:

@@ -6,6 +6,11 @@ self-NOTIFY round trip on the ping channel; a ping that does not come back withi
 `check_timeout_s`, a query that hangs, or a termination reported by asyncpg makes it drop the
 connection, reconnect with backoff, and call `on_reconnect` so the daemon re-scans for work that was
 committed during the gap.
+
+The same connection carries the daemon's "awake" lock: while the daemon works it holds
+`AWAKE_LOCK_KEY` in share mode, and `hookd.publish` sends a NOTIFY only when it can take that lock
+exclusively, i.e. while every daemon sleeps (see sql/004_wake_lock.sql). A lost connection drops
+the lock with it, so publishers notify again, which is the safe direction.
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ log = logging.getLogger("hookd.listener")
 
 WAKE_CHANNEL = "hookd_wake"
 PING_CHANNEL = "hookd_ping"
+AWAKE_LOCK_KEY = 114827819967585
+"""Advisory lock key held in share mode by every awake daemon (the bytes of "hookda")."""
+AWAKE_LOCK_TIMEOUT_S = 0.2
+"""Longest wait for the awake lock: a publisher holding it exclusively is between its publish and
+its commit; if that takes longer, the daemon works on and tries again later."""
 
 
 class Listener:
@@ -52,6 +62,12 @@ class Listener:
         self._pings = 0
         self._pong: asyncio.Future[None] | None = None
         self._lost: asyncio.Event = asyncio.Event()
+        self._conn: asyncpg.Connection | None = None
+        self._io = asyncio.Lock()
+        """One query at a time on the connection (pings and the awake lock share it)."""
+        self._old_pid: int | None = None
+        self.awake = False
+        """Whether this connection holds the awake lock."""
         self.ready = asyncio.Event()
         self.down = asyncio.Event()
         """Set while the listener has lost its connection and is reconnecting."""
@@ -88,6 +104,36 @@ class Listener:
             raise
         return conn
 
+    async def set_awake(self, awake: bool) -> bool:
+        """Take (True) or give back (False) the awake lock; return whether it is held now.
+
+        Never raises and never waits long: with no connection the lock is simply not held (so
+        publishers notify), and a lock held exclusively by a publisher past AWAKE_LOCK_TIMEOUT_S
+        leaves it untaken for now.
+        """
+        conn = self._conn
+        if conn is None or conn.is_closed():
+            self.awake = False
+            return False
+        if awake == self.awake:
+            return awake
+        sql = (
+            "SELECT pg_advisory_lock_shared($1)"
+            if awake
+            else "SELECT pg_advisory_unlock_shared($1)"
+        )
+        try:
+            async with self._io:
+                await conn.execute(sql, AWAKE_LOCK_KEY, timeout=AWAKE_LOCK_TIMEOUT_S)
+            self.awake = awake
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.debug("awake lock %s failed (%s)", "take" if awake else "release", exc)
+            if not awake:
+                # A release that did not go through: the connection is in doubt; replace it, which
+                # drops the lock with the session.
+                self._lost.set()
+        return self.awake
+
     async def _ping(self, conn: asyncpg.Connection) -> bool:
         """One self-NOTIFY round trip; False if it failed or did not come back in time."""
         self._pings += 1
@@ -95,9 +141,10 @@ class Listener:
         self._pong = loop.create_future()
         try:
             async with asyncio.timeout(self._check_timeout_s):
-                await conn.execute(
-                    "SELECT pg_notify($1, $2)", PING_CHANNEL, f"{self._token}:{self._pings}"
-                )
+                async with self._io:
+                    await conn.execute(
+                        "SELECT pg_notify($1, $2)", PING_CHANNEL, f"{self._token}:{self._pings}"
+                    )
                 await self._pong
         except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
             return False
@@ -118,6 +165,10 @@ class Listener:
                 backoff_s = min(backoff_s * 2, 5.0)
                 continue
             backoff_s = 0.1
+            await self._end_old_session(conn)
+            self._old_pid = conn.get_server_pid()
+            self._conn = conn
+            self.awake = False
             self._lost.clear()
             self.down.clear()
             self.ready.set()
@@ -134,8 +185,28 @@ class Listener:
             finally:
                 self.ready.clear()
                 self.down.set()
+                self._conn = None
+                self.awake = False
                 # terminate(): close() could hang on a dead TCP path (see asyncpg close vs terminate).
                 conn.terminate()
+
+    async def _end_old_session(self, conn: asyncpg.Connection) -> None:
+        """End the previous connection's server session, if it still exists.
+
+        A silently dead TCP path can leave that backend alive for a long time, still holding the
+        awake lock (so publishers would not notify). Best effort.
+        """
+        if self._old_pid is None:
+            return
+        try:
+            await conn.execute(
+                "SELECT pg_terminate_backend($1) FROM pg_stat_activity"
+                " WHERE pid = $1 AND application_name = 'hookd-listener'",
+                self._old_pid,
+                timeout=self._check_timeout_s,
+            )
+        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+            log.debug("could not end the previous listener session (%s)", exc)
 
     async def _watch(self, conn: asyncpg.Connection) -> str:
         """Return why the connection must be replaced."""

@@ -61,6 +61,12 @@ class Metrics:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.build_info = Info("hookd_build", "hookd version.", registry=r)
         self.build_info.info({"version": hookd.__version__})
+        self.claims = Counter(
+            "hookd_claim_queries_total",
+            "Claim queries run, by kind (fan_out: new events; due: retries and expired leases).",
+            ["kind"],
+            registry=r,
+        )
         self.events_claimed = Counter(
             "hookd_events_claimed_total", "Events taken from the outbox and fanned out.", registry=r
         )
@@ -150,6 +156,8 @@ class Metrics:
             self.attempts.labels(status_class)
         for source in ("notify", "timer", "poll"):
             self.wakeups.labels(source)
+        for kind in ("fan_out", "due"):
+            self.claims.labels(kind)
         for state in ("pending", "paused", "failed"):
             self.deliveries_open.labels(state)
 

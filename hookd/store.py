@@ -181,10 +181,6 @@ class Store:
         """Record an endpoint's breaker state (None: closed) for status and metrics."""
         await self.pool.execute(QUERIES["set_breaker"], endpoint_id, open_until)
 
-    async def set_sleeping(self, sleeping: bool) -> None:
-        """Tell publishers whether a daemon is asleep and wants a NOTIFY."""
-        await self.pool.execute(QUERIES["set_sleeping"], sleeping)
-
     async def has_work(self, held_back: Sequence[int] = ()) -> bool:
         """True if an event waits for fan-out or a pending delivery is due, not counting the
         endpoints in `held_back` (the caller skips them in claims)."""

@@ -115,9 +115,6 @@ LIMIT $2;
 -- name: set_breaker
 UPDATE hookd.endpoints SET breaker_open_until = $2 WHERE id = $1;
 
--- name: set_sleeping
-UPDATE hookd.waker SET sleeping = $1 WHERE sleeping IS DISTINCT FROM $1;
-
 -- name: next_due_in
 -- Seconds until the earliest pending delivery is due (negative if overdue), NULL if none.
 SELECT extract(epoch FROM min(next_attempt_at) - now())::float8

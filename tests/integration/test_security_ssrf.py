@@ -214,7 +214,10 @@ async def test_allow_hosts_opens_a_name_but_not_its_address(
         await add_endpoint(dsn, f"http://localhost:{rx.port}/by-name")
         await add_endpoint(dsn, rx.url_for("/by-address"))
         await publish(db, "order.paid", {})
-        overrides = {**GUARD_ONLY, "security": {"ssrf_guard": True, "allow_cidrs": [], "allow_hosts": ["localhost"]}}
+        overrides = {
+            **GUARD_ONLY,
+            "security": {"ssrf_guard": True, "allow_cidrs": [], "allow_hosts": ["localhost"]},
+        }
         async with running_daemon(dsn, overrides):
             await wait_until(
                 db,

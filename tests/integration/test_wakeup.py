@@ -7,6 +7,7 @@ import asyncio
 import asyncpg
 
 from hookd.daemon import Daemon
+from hookd.listener import AWAKE_LOCK_KEY
 
 from support.daemon import add_endpoint, publish, running_daemon
 from support.receiver import Receiver
@@ -17,7 +18,9 @@ from support.tcpproxy import TcpProxy
 NO_POLL = {"daemon": {"poll_interval_s": 60.0}}
 
 
-async def _notifications_from_publish(conn: asyncpg.Connection, db: asyncpg.Connection) -> list[str]:
+async def _notifications_from_publish(
+    conn: asyncpg.Connection, db: asyncpg.Connection
+) -> list[str]:
     """LISTEN on `conn`, publish one event on `db`, and return what arrived on hookd_wake.
 
     A marker NOTIFY follows the publish; notifications are delivered in commit order, so when the
@@ -49,21 +52,48 @@ async def _notifications_from_publish(conn: asyncpg.Connection, db: asyncpg.Conn
 
 
 async def _asleep(daemon: Daemon) -> None:
-    """Wait (bounded) until the daemon's claim loop sleeps with the waker flag set."""
+    """Wait (bounded) until the daemon's claim loop sleeps, its awake lock given back."""
     assert daemon.dispatcher is not None
     async with asyncio.timeout(5):
         await daemon.dispatcher.asleep.wait()
 
 
-async def test_publish_notifies_only_while_a_daemon_sleeps(dsn: str, db: asyncpg.Connection) -> None:
+async def test_publish_notifies_only_while_no_daemon_is_awake(
+    dsn: str, db: asyncpg.Connection
+) -> None:
     listener = await asyncpg.connect(dsn)
+    awake = await asyncpg.connect(dsn)  # stands in for an awake daemon's LISTEN connection
     try:
-        await db.execute("UPDATE hookd.waker SET sleeping = false")
+        assert await _notifications_from_publish(listener, db) == [""]
+        await awake.execute("SELECT pg_advisory_lock_shared($1)", AWAKE_LOCK_KEY)
         assert await _notifications_from_publish(listener, db) == []
-        await db.execute("UPDATE hookd.waker SET sleeping = true")
+        await awake.execute("SELECT pg_advisory_unlock_shared($1)", AWAKE_LOCK_KEY)
         assert await _notifications_from_publish(listener, db) == [""]
     finally:
+        await awake.close()
         await listener.close()
+
+
+async def test_awake_daemon_holds_the_lock_and_gives_it_back_asleep(
+    dsn: str, db: asyncpg.Connection
+) -> None:
+    held = (
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND mode = 'ShareLock' AND ((classid::bigint << 32) | objid::bigint) = $1"
+    )
+    async with Receiver() as rx:
+        _, rx.secrets["/x"] = await add_endpoint(dsn, rx.url_for("/x"))
+        # A long linger keeps the daemon awake (lock held) for a while after each delivery.
+        linger = {"daemon": {"poll_interval_s": 60.0, "idle_linger_s": 2.0}}
+        async with running_daemon(dsn, linger) as daemon:
+            await _asleep(daemon)
+            assert await db.fetchval(held, AWAKE_LOCK_KEY) == 0
+            await publish(db, "a.b", {})  # notifies: no daemon is awake
+            await rx.wait_for(1, timeout_s=5)
+            assert daemon.listener is not None and daemon.listener.awake
+            assert await db.fetchval(held, AWAKE_LOCK_KEY) == 1
+            await _asleep(daemon)
+            assert await db.fetchval(held, AWAKE_LOCK_KEY) == 0
 
 
 async def test_idle_daemon_wakes_on_notify(dsn: str, db: asyncpg.Connection) -> None:
