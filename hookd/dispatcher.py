@@ -21,6 +21,7 @@ from collections import Counter as Tally
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -109,6 +110,13 @@ class Dispatcher:
         self._background: set[asyncio.Task[None]] = set()
         self._m_claims_fan_out = metrics.claims.labels("fan_out")
         self._m_claims_due = metrics.claims.labels("due")
+        # Labelled children looked up once: `.labels()` on every attempt shows in profiles.
+        self._m_outcome = {
+            o: metrics.deliveries.labels(o)
+            for o in ("delivered", "retry_scheduled", "failed", "paused")
+        }
+        self._m_status: dict[str, Any] = {}
+        self._m_host: dict[Origin, Any] = {}
         self.set_awake: Callable[[bool], Awaitable[bool]] = _no_awake_lock
         """Takes (True) or gives back (False) the lock that tells publishers a daemon is awake;
         the daemon wires it to its listener (see hookd/listener.py)."""
@@ -373,9 +381,7 @@ class Dispatcher:
     def _settle(self, d: Delivery, state: DeliveryState, reason: str) -> None:
         """Write a final state for a delivery that cannot be attempted (no attempt is logged)."""
         self._writer.add(Outcome(d.id, d.attempt, state, None, None, reason, counted=False), None)
-        self._metrics.deliveries.labels(
-            "failed" if state is DeliveryState.FAILED else "paused"
-        ).inc()
+        self._m_outcome["failed" if state is DeliveryState.FAILED else "paused"].inc()
 
     def _give_back(self, held: _Held) -> None:
         """Return a lease without an attempt: due again at once, the attempt counter unchanged.
@@ -409,9 +415,11 @@ class Dispatcher:
                     return
                 held.sending = True
                 held.started_unix_s = time.time()
-                host_gauge = self._metrics.requests_in_flight.labels(
-                    self._metrics.host(origin.host)
-                )
+                host_gauge = self._m_host.get(origin)
+                if host_gauge is None:
+                    host_gauge = self._m_host[origin] = self._metrics.requests_in_flight.labels(
+                        self._metrics.host(origin.host)
+                    )
                 host_gauge.inc()
                 try:
                     cls, rec = await attempt(
@@ -459,7 +467,7 @@ class Dispatcher:
         duration = max(0.0, time.time() - held.started_unix_s)
         rec = AttemptRecord(d.id, d.attempt, held.started_unix_s, duration, None, reason, None)
         self._writer.add(Outcome(d.id, d.attempt, DeliveryState.PENDING, 0.0, None, reason), rec)
-        self._metrics.deliveries.labels("retry_scheduled").inc()
+        self._m_outcome["retry_scheduled"].inc()
         held.settled = True
 
     def _record(
@@ -467,12 +475,15 @@ class Dispatcher:
     ) -> None:
         """Turn a classified attempt into an outcome, update limits and breaker, queue the write."""
         m = self._metrics
-        m.attempts.labels(cls.status_class).inc()
+        status = self._m_status.get(cls.status_class)
+        if status is None:
+            status = self._m_status[cls.status_class] = m.attempts.labels(cls.status_class)
+        status.inc()
         m.attempt_duration.observe(rec.duration_s)
         now = time.monotonic()
         if cls.verdict is Verdict.DELIVERED:
             outcome = Outcome(d.id, d.attempt, DeliveryState.DELIVERED, None, rec.status, None)
-            m.deliveries.labels("delivered").inc()
+            self._m_outcome["delivered"].inc()
             m.lag.observe(max(0.0, time.time() - d.published_at.timestamp()))
             rt.limit.speed_up()
             if rt.breaker.state != "closed":
@@ -499,7 +510,7 @@ class Dispatcher:
             self._breaker_changed(rt, rt.breaker.open_until - now)
         if cls.verdict is Verdict.DISABLE:
             outcome = Outcome(d.id, d.attempt, DeliveryState.PAUSED, None, rec.status, rec.error)
-            m.deliveries.labels("paused").inc()
+            self._m_outcome["paused"].inc()
             self._disable(rt, "receiver answered 410 Gone")
             self._writer.add(outcome, rec)
             return
@@ -510,10 +521,10 @@ class Dispatcher:
             delay = cls.retry_after_s
         if delay is None:
             outcome = Outcome(d.id, d.attempt, DeliveryState.FAILED, None, rec.status, rec.error)
-            m.deliveries.labels("failed").inc()
+            self._m_outcome["failed"].inc()
         else:
             outcome = Outcome(d.id, d.attempt, DeliveryState.PENDING, delay, rec.status, rec.error)
-            m.deliveries.labels("retry_scheduled").inc()
+            self._m_outcome["retry_scheduled"].inc()
             if delay <= self._cfg.daemon.retry_horizon_s:
                 due = now + delay + self._cfg.daemon.flush_interval_s
                 self._wheel.add(d.id, due)

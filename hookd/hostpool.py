@@ -141,6 +141,7 @@ class HostPools:
         self._sessions: dict[Origin, aiohttp.ClientSession] = {}
         self._limits: dict[Origin, AdaptiveLimit] = {}
         self._fresh: dict[Origin, aiohttp.ClientSession] = {}
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     async def __aenter__(self) -> HostPools:
         return self
@@ -239,10 +240,10 @@ class HostPools:
         except DestinationRefused as exc:
             raise SendFailed(FailureKind.DESTINATION_REFUSED, str(exc)) from None
         cfg = self._cfg
-        timeout = aiohttp.ClientTimeout(
-            total=total_timeout_s or cfg.total_timeout_s,
-            sock_connect=connect_timeout_s or cfg.connect_timeout_s,
-        )
+        key = (total_timeout_s or cfg.total_timeout_s, connect_timeout_s or cfg.connect_timeout_s)
+        timeout = self._timeouts.get(key)
+        if timeout is None:
+            timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=key[0], sock_connect=key[1])
         cap = max_body_bytes or cfg.response_body_max_bytes
         tls: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         try:
