@@ -64,6 +64,7 @@ class _Held:
     sending: bool = False
     settled: bool = False
     started_unix_s: float = 0.0
+    task: asyncio.Task[None] | None = None
 
 
 class Dispatcher:
@@ -376,6 +377,7 @@ class Dispatcher:
             self._held += 1
             task = asyncio.create_task(self._deliver(held, rt, rt.origin, body))
             self._tasks[task] = held
+            held.task = task
         self._metrics.in_flight.set(self._held)
 
     def _settle(self, d: Delivery, state: DeliveryState, reason: str) -> None:
@@ -449,7 +451,8 @@ class Dispatcher:
                     self._settle(d, DeliveryState.PAUSED, "endpoint disabled")
                 else:
                     self._give_back(held)
-            self._tasks.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            if held.task is not None:
+                self._tasks.pop(held.task, None)
             if (
                 rt.held == 2 * self._cfg.http.per_endpoint_limit
                 or self._origin_held[origin] == 2 * self._cfg.http.per_host_limit
@@ -579,5 +582,10 @@ class Dispatcher:
                 task.cancel()
             if still:
                 await asyncio.wait(still)
+        # A task cancelled before its first step never runs its body: give those back here.
+        for held in list(self._tasks.values()):
+            if not held.settled:
+                self._give_back(held)
+        self._tasks.clear()
         if self._background:
             await asyncio.wait(set(self._background), timeout=5)
