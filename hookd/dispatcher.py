@@ -178,25 +178,39 @@ class Dispatcher:
                 del self._endpoints[gone]
         self._endpoints_loaded_at = time.monotonic()
 
-    def _blocked(self) -> list[int]:
-        """Endpoints to leave out of claims: their local queue is full, their breaker is open, or
-        their origin's queue is full and they already hold at least their fair share of it (so an
-        endpoint with a huge backlog cannot starve another endpoint on the same host)."""
+    def _rooms(self) -> tuple[list[tuple[int, int]], list[int]]:
+        """(endpoint, room) pairs this process may claim for now, and the endpoints held back.
+
+        Held back: an open breaker, a disabled endpoint, or a full queue, either the endpoint's own
+        (twice its limit) or its origin's, once the endpoint holds its fair share of that (so an
+        endpoint with a huge backlog cannot starve another endpoint on the same host). Endpoints
+        that cannot be sent to at all get room, so their deliveries are claimed and settled.
+        """
         now = time.monotonic()
-        per_ep = 2 * self._cfg.http.per_endpoint_limit
+        cap = 2 * self._cfg.http.per_endpoint_limit
         per_host = 2 * self._cfg.http.per_host_limit
+        batch = self._cfg.daemon.claim_batch
         sharing: Tally[Origin] = Tally(
             rt.origin for rt in self._endpoints.values() if rt.origin is not None and rt.held
         )
-        blocked = []
+        rooms: list[tuple[int, int]] = []
+        blocked: list[int] = []
         for ep_id, rt in self._endpoints.items():
-            if rt.held >= per_ep or rt.breaker.blocks_claims(now):
+            if rt.problem is not None:
+                rooms.append((ep_id, batch))
+                continue
+            if not rt.sendable or rt.breaker.blocks_claims(now):
                 blocked.append(ep_id)
-            elif rt.origin is not None and self._origin_held[rt.origin] >= per_host:
+                continue
+            room = cap - rt.held
+            if rt.origin is not None and self._origin_held[rt.origin] >= per_host:
                 fair_share = max(1, per_host // max(1, sharing[rt.origin]))
-                if rt.held >= fair_share:
-                    blocked.append(ep_id)
-        return blocked
+                room = min(room, fair_share - rt.held)
+            if room > 0:
+                rooms.append((ep_id, room))
+            else:
+                blocked.append(ep_id)
+        return rooms, blocked
 
     # -- the claim loop ------------------------------------------------------------------------
 
@@ -221,36 +235,45 @@ class Dispatcher:
                 await self._idle()
 
     async def _claim_once(self) -> bool:
-        """One round of claims; True if there is probably more to take right away."""
+        """One round of claims; True if there is probably more to take right away.
+
+        New events are fanned out only as far as some endpoint has room: when every endpoint's
+        queue is full they wait in the outbox, the cheapest place to wait.
+        """
         cfg = self._cfg.daemon
         free = cfg.max_in_flight - self._held
         if free <= 0:
             self._capacity.clear()
             await self._wait(self._capacity, cfg.poll_interval_s)
             return True
-        ev_limit = max(1, min(cfg.claim_batch, int(free / self._fanout_ratio)))
-        self._m_claims_fan_out.inc()
-        fan = await self._store.fan_out(ev_limit, cfg.lease_s, self._blocked())
-        if fan.events_claimed:
-            self._quiet_since = None
-            self._metrics.events_claimed.inc(fan.events_claimed)
-            self._fanout_ratio = max(1.0, fan.created / fan.events_claimed)
-            await self._dispatch(fan.deliveries)
-        if fan.events_claimed >= ev_limit:
-            return True
+        rooms, blocked = self._rooms()
+        room = sum(r for _, r in rooms)
+        more = False
+        if room or not self._endpoints:
+            budget = min(free, room) if self._endpoints else free
+            ev_limit = max(1, min(cfg.claim_batch, int(budget / self._fanout_ratio)))
+            self._m_claims_fan_out.inc()
+            fan = await self._store.fan_out(ev_limit, cfg.lease_s, blocked)
+            if fan.events_claimed:
+                self._quiet_since = None
+                self._metrics.events_claimed.inc(fan.events_claimed)
+                self._fanout_ratio = max(1.0, fan.created / fan.events_claimed)
+                await self._dispatch(fan.deliveries)
+            more = fan.events_claimed >= ev_limit
+            rooms, blocked = self._rooms()
         free = cfg.max_in_flight - self._held
         if free <= 0:
             return True
         due_limit = min(cfg.claim_batch, free)
-        self._m_claims_due.inc()
-        due = await self._store.claim_due(
-            due_limit, cfg.lease_s, self._blocked(), 2 * self._cfg.http.per_endpoint_limit
-        )
+        due: list[Delivery] = []
+        if rooms:
+            self._m_claims_due.inc()
+            due = await self._store.claim_due(due_limit, cfg.lease_s, rooms)
         if due:
             self._quiet_since = None
         await self._dispatch(due)
         self._wheel.advance(time.monotonic())
-        return len(due) >= due_limit
+        return more or len(due) >= due_limit
 
     async def _idle(self) -> None:
         """Sleep until a NOTIFY, a retry falls due, or the polling fallback fires.
@@ -276,7 +299,10 @@ class Dispatcher:
             self._wake.clear()
             await self.set_awake(False)
             self._sleeping = True
-            if await self._store.has_work(self._blocked()):
+            rooms, _ = self._rooms()
+            if await self._store.has_work(
+                [ep for ep, _ in rooms], bool(rooms) or not self._endpoints
+            ):
                 await self._set_awake()
                 return
             self._recheck_at = now + cfg.idle_recheck_s

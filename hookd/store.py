@@ -121,22 +121,19 @@ class Store:
         return FanOut(len(events), len(created), [_delivery(r) for r in created if r["leased"]])
 
     async def claim_due(
-        self,
-        limit: int,
-        lease_s: float,
-        exclude_endpoints: Sequence[int] = (),
-        per_endpoint: int | None = None,
+        self, limit: int, lease_s: float, rooms: Sequence[tuple[int, int]]
     ) -> list[Delivery]:
-        """Lease up to `limit` due pending deliveries, at most `per_endpoint` of each endpoint,
-        skipping `exclude_endpoints`."""
+        """Lease up to `limit` due pending deliveries for `lease_s` seconds, at most `room` of
+        each (endpoint_id, room) in `rooms`, most overdue first."""
+        if not rooms or limit <= 0:
+            return []
         rows = await self.pool.fetch(
             QUERIES["claim_due"],
             limit,
             lease_s,
             self.owner,
-            list(exclude_endpoints),
-            per_endpoint or limit,
-            10 * limit,
+            [ep for ep, _ in rooms],
+            [room for _, room in rooms],
         )
         return [_delivery(r, r["delivery_created_at"]) for r in rows]
 
@@ -181,10 +178,10 @@ class Store:
         """Record an endpoint's breaker state (None: closed) for status and metrics."""
         await self.pool.execute(QUERIES["set_breaker"], endpoint_id, open_until)
 
-    async def has_work(self, held_back: Sequence[int] = ()) -> bool:
-        """True if an event waits for fan-out or a pending delivery is due, not counting the
-        endpoints in `held_back` (the caller skips them in claims)."""
-        return bool(await self.pool.fetchval(QUERIES["has_work"], list(held_back)))
+    async def has_work(self, endpoints: Sequence[int], fan_out: bool) -> bool:
+        """True if a delivery of one of `endpoints` is due, or (when `fan_out`) an event waits
+        for fan-out: the work the caller could claim now."""
+        return bool(await self.pool.fetchval(QUERIES["has_work"], list(endpoints), fan_out))
 
     async def next_due_in(self) -> float | None:
         """Seconds until the earliest pending delivery is due (<= 0: due now); None if none."""

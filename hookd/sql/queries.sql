@@ -36,32 +36,22 @@ SELECT ins.id, ins.endpoint_id, ins.attempts, ins.lease_owner IS NOT NULL AS lea
 FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
 
 -- name: claim_due
--- Lease up to $1 pending deliveries that are due (retries and expired leases) to $3 for $2
--- seconds, skipping endpoints in $4 (held back by the caller) and taking at most $5 per endpoint,
--- so one endpoint's backlog does not fill the batch. The per-endpoint cut looks at the $6 most
--- overdue candidates only, which keeps the query's cost bounded on a large backlog.
-WITH candidates AS (
-    SELECT id, next_attempt_at
-    FROM (
-        SELECT id, next_attempt_at,
-               row_number() OVER (PARTITION BY endpoint_id ORDER BY next_attempt_at) AS nth
-        FROM (
-            SELECT id, endpoint_id, next_attempt_at
-            FROM hookd.deliveries
-            WHERE state = 'pending' AND next_attempt_at <= now()
-              AND endpoint_id <> ALL ($4::bigint[])
-            ORDER BY next_attempt_at
-            LIMIT $6
-        ) overdue
-    ) ranked
-    WHERE nth <= $5
-), due AS (
+-- Lease due pending deliveries (retries, expired leases, deliveries left unleased at fan-out) to
+-- $3 for $2 seconds: at most `room` of each endpoint in ($4, $5), $1 in all, most overdue first.
+-- One index probe per endpoint (deliveries_due_by_endpoint), whatever the backlog of others.
+WITH due AS (
     SELECT d.id
-    FROM hookd.deliveries d JOIN candidates c ON c.id = d.id
-    WHERE d.state = 'pending' AND d.next_attempt_at <= now()
-    ORDER BY c.next_attempt_at
+    FROM unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room)
+    CROSS JOIN LATERAL (
+        SELECT id, next_attempt_at
+        FROM hookd.deliveries
+        WHERE state = 'pending' AND endpoint_id = r.endpoint_id AND next_attempt_at <= now()
+        ORDER BY next_attempt_at
+        LIMIT r.room
+        FOR UPDATE SKIP LOCKED
+    ) d
+    ORDER BY d.next_attempt_at
     LIMIT $1
-    FOR UPDATE OF d SKIP LOCKED
 )
 UPDATE hookd.deliveries d
 SET attempts = d.attempts + 1,
@@ -121,12 +111,17 @@ SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
 FROM hookd.deliveries WHERE state = 'pending';
 
 -- name: has_work
--- Work this daemon could claim now: events to fan out, or due deliveries of endpoints not in $1
--- (those it holds back itself: full local queue, open breaker).
-SELECT EXISTS (SELECT 1 FROM hookd.events WHERE fanned_out_at IS NULL)
-    OR EXISTS (SELECT 1 FROM hookd.deliveries
-               WHERE state = 'pending' AND next_attempt_at <= now()
-                 AND endpoint_id <> ALL ($1::bigint[]));
+-- Work this daemon could claim now: events to fan out (if $2), or due deliveries of the endpoints
+-- in $1 (those it has room for).
+SELECT ($2 AND EXISTS (SELECT 1 FROM hookd.events WHERE fanned_out_at IS NULL))
+    OR EXISTS (
+        SELECT 1 FROM unnest($1::bigint[]) AS r (endpoint_id)
+        WHERE EXISTS (
+            SELECT 1 FROM hookd.deliveries d
+            WHERE d.state = 'pending' AND d.endpoint_id = r.endpoint_id
+              AND d.next_attempt_at <= now()
+        )
+    );
 
 -- name: install_id
 SELECT install_id FROM hookd.meta;

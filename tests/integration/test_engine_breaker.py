@@ -160,7 +160,12 @@ async def test_open_breaker_does_not_spin_the_claim_loop(dsn: str, db: asyncpg.C
             await settled_counts(db)
             # A new event for the endpoint wakes the daemon (NOTIFY) while the breaker is open.
             await publish(db, "a.y", {})
-            await wait_until(db, "SELECT bool_and(fanned_out_at IS NOT NULL) FROM hookd.events")
+            # Its only endpoint has no room while the breaker is open: the event waits in the
+            # outbox and the daemon goes back to sleep.
+            assert daemon.dispatcher is not None
+            daemon.dispatcher.asleep.clear()
+            async with asyncio.timeout(5):
+                await daemon.dispatcher.asleep.wait()
             before = claims(daemon)
             window_s = until.timestamp() - time.time() - 0.2
             assert window_s > 1.0
