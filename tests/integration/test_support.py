@@ -14,10 +14,11 @@ import aiohttp
 import asyncpg
 import pytest
 from standardwebhooks.webhooks import Webhook
-from support.receiver import HANG, Receiver
-from support.tcpproxy import TcpProxy
 
 from hookd.signing import generate_secret
+
+from support.receiver import HANG, Receiver
+from support.tcpproxy import TcpProxy
 
 
 def _dbname(dsn: str) -> str:
