@@ -23,6 +23,7 @@ from aiohttp import web
 from hookd import config, migrate
 from hookd.daemon import Daemon
 from hookd.errors import HookdError
+from hookd.secretbox import generate_key
 from hookd.signing import generate_secret
 from hookd.store import Store
 
@@ -131,15 +132,47 @@ async def _demo(dsn: str) -> int:
 async def _publish_and_deliver(
     dsn: str, conn: asyncpg.Connection, port: int, secrets: dict[str, str], receiver: _Receiver
 ) -> int:
-    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+    # Secrets are encrypted at rest with a key kept in a file, as a systemd credential would be.
+    key_file = Path(tempfile.mkdtemp(prefix="hookd-demo-key-")) / "secret-key"
+    key_file.write_text(generate_key(), encoding="ascii")
+    key_file.chmod(0o600)
+    cfg = config.from_mapping(
+        {
+            "daemon": {"poll_interval_s": 0.5},
+            "admin": {"enabled": False},
+            # The demo's receiver is on loopback, which the SSRF guard refuses unless opened.
+            "security": {"allow_cidrs": ["127.0.0.1/32"], "secret_key_file": str(key_file)},
+        }
+    )
+    cfg = dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, dsn=dsn))
+    try:
+        return await _run(cfg, conn, port, secrets, receiver)
+    finally:
+        key_file.unlink()
+        key_file.parent.rmdir()
+
+
+async def _run(
+    cfg: config.Config,
+    conn: asyncpg.Connection,
+    port: int,
+    secrets: dict[str, str],
+    receiver: _Receiver,
+) -> int:
+    pool = await asyncpg.create_pool(cfg.database.dsn, min_size=1, max_size=1)
     assert pool is not None
     try:
-        store = Store(pool)
+        store = Store(pool, box=cfg.security.box())
         for _, path, types, tenant in ENDPOINTS:
             await store.add_endpoint(f"http://127.0.0.1:{port}{path}", secrets[path], types, tenant)
     finally:
         await pool.close()
-    print(f"added {len(ENDPOINTS)} endpoints with filters and tenants")
+    sealed = await conn.fetchval(
+        "SELECT count(*) FROM hookd.endpoints WHERE secret LIKE 'enc:v1:%'"
+    )
+    print(
+        f"added {len(ENDPOINTS)} endpoints with filters and tenants ({sealed} secrets encrypted at rest)"
+    )
     for etype, tenant, payload, committed in EVENTS:
         tx = conn.transaction()
         await tx.start()
@@ -156,15 +189,6 @@ async def _publish_and_deliver(
 
     expected = _expected()
     total = sum(len(v) for v in expected.values())
-    cfg = config.from_mapping(
-        {
-            "daemon": {"poll_interval_s": 0.5},
-            "admin": {"enabled": False},
-            # The demo's receiver is on loopback, which the SSRF guard refuses unless opened.
-            "security": {"allow_cidrs": ["127.0.0.1/32"]},
-        }
-    )
-    cfg = dataclasses.replace(cfg, database=dataclasses.replace(cfg.database, dsn=dsn))
     daemon = Daemon(cfg)
     started = time.perf_counter()
     async with asyncio.TaskGroup() as tg:
