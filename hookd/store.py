@@ -233,7 +233,7 @@ class Store:
         return None if row["found"] == 0 else int(row["moved"])
 
     async def delete_endpoint(self, endpoint_id: int) -> bool:
-        """Delete an endpoint and fail its unleased open deliveries; False if there was none."""
+        """Delete an endpoint and fail its open deliveries; False if there was none."""
         async with self.pool.acquire() as conn, conn.transaction():
             found = await conn.fetchval(QUERIES["endpoint_delete"], endpoint_id)
             if found is None:

@@ -156,14 +156,15 @@ WITH ep AS (
 SELECT (SELECT count(*) FROM ep) AS found, (SELECT count(*) FROM paused) AS moved;
 
 -- name: endpoint_delete
--- Remove an endpoint. Its deliveries and attempts stay as history; the daemon settles any still
--- pending as failed ("endpoint deleted") and never sends them.
+-- Remove an endpoint. Its deliveries and attempts stay as history; its open deliveries are
+-- settled as failed ("endpoint deleted") in the same transaction.
 DELETE FROM hookd.endpoints WHERE id = $1 RETURNING id;
 
 -- name: endpoint_settle_deleted
+-- Leased ones too: clearing the lease fences off the outcome of an attempt still in flight.
 UPDATE hookd.deliveries
 SET state = 'failed', last_error = 'endpoint deleted', finished_at = now(), lease_owner = NULL
-WHERE endpoint_id = $1 AND state IN ('pending', 'paused') AND lease_owner IS NULL;
+WHERE endpoint_id = $1 AND state IN ('pending', 'paused');
 
 -- name: endpoint_rotate_secret
 -- The current secret becomes the previous one, valid until now() + $3 seconds.

@@ -203,3 +203,33 @@ async def test_endpoint_added_later_gets_only_newer_events(
                 db, "SELECT count(*) = 2 FROM hookd.events WHERE fanned_out_at IS NOT NULL"
             )
         assert [orjson.loads(r.body)["type"] for r in rx.requests] == ["a.new"]
+
+
+async def test_deleted_endpoint_receives_nothing_and_its_deliveries_fail(
+    dsn: str, db: asyncpg.Connection
+) -> None:
+    from hookd.store import Store
+
+    async with Receiver() as rx:
+        ep_id, rx.secrets["/x"] = await add_endpoint(dsn, rx.url_for("/x"))
+        rx.script("/x", [500])
+        await publish(db, "a.first", {})
+        async with running_daemon(dsn, {"retry": {"schedule_s": [0.0, 1.0]}}):
+            await rx.wait_for(1, timeout_s=10)
+            await wait_until(
+                db, "SELECT attempts = 1 AND lease_owner IS NULL FROM hookd.deliveries"
+            )
+            pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
+            assert pool is not None
+            try:
+                assert await Store(pool).delete_endpoint(ep_id)
+                assert not await Store(pool).delete_endpoint(ep_id)
+            finally:
+                await pool.close()
+            row = await db.fetchrow("SELECT state, last_error FROM hookd.deliveries")
+            assert row is not None and tuple(row) == ("failed", "endpoint deleted")
+            await publish(db, "a.second", {})
+            await wait_until(db, "SELECT bool_and(fanned_out_at IS NOT NULL) FROM hookd.events")
+        # The retry (due 1 s after the first attempt) and the new event went nowhere.
+        assert rx.count == 1
+        assert await db.fetchval("SELECT count(*) FROM hookd.deliveries") == 1
