@@ -25,14 +25,15 @@ from typing import Any
 
 import asyncpg
 
-from hookd.classify import Classification, Verdict
+from hookd.classify import Classification
 from hookd.config import Config
 from hookd.hostpool import HostPools, Origin
 from hookd.limits import AdaptiveLimit
 from hookd.logs import RateLimitedLog
 from hookd.metrics import Metrics
 from hookd.models import AttemptRecord, Delivery, DeliveryState, Outcome
-from hookd.runtime import EndpointRuntime
+from hookd.outcome import decide
+from hookd.runtime import EndpointRuntime, claim_rooms
 from hookd.secretbox import SecretKeyError
 from hookd.sender import attempt, build_body, webhook_id
 from hookd.store import Store
@@ -179,38 +180,16 @@ class Dispatcher:
         self._endpoints_loaded_at = time.monotonic()
 
     def _rooms(self) -> tuple[list[tuple[int, int]], list[int]]:
-        """(endpoint, room) pairs this process may claim for now, and the endpoints held back.
-
-        Held back: an open breaker, a disabled endpoint, or a full queue, either the endpoint's own
-        (twice its limit) or its origin's, once the endpoint holds its fair share of that (so an
-        endpoint with a huge backlog cannot starve another endpoint on the same host). Endpoints
-        that cannot be sent to at all get room, so their deliveries are claimed and settled.
-        """
-        now = time.monotonic()
-        cap = 2 * self._cfg.http.per_endpoint_limit
-        per_host = 2 * self._cfg.http.per_host_limit
-        batch = self._cfg.daemon.claim_batch
-        sharing: Tally[Origin] = Tally(
-            rt.origin for rt in self._endpoints.values() if rt.origin is not None and rt.held
+        """(endpoint, room) pairs this process may claim for now, and the endpoints held back."""
+        http = self._cfg.http
+        return claim_rooms(
+            self._endpoints.items(),
+            self._origin_held,
+            2 * http.per_endpoint_limit,
+            2 * http.per_host_limit,
+            self._cfg.daemon.claim_batch,
+            time.monotonic(),
         )
-        rooms: list[tuple[int, int]] = []
-        blocked: list[int] = []
-        for ep_id, rt in self._endpoints.items():
-            if rt.problem is not None:
-                rooms.append((ep_id, batch))
-                continue
-            if not rt.sendable or rt.breaker.blocks_claims(now):
-                blocked.append(ep_id)
-                continue
-            room = cap - rt.held
-            if rt.origin is not None and self._origin_held[rt.origin] >= per_host:
-                fair_share = max(1, per_host // max(1, sharing[rt.origin]))
-                room = min(room, fair_share - rt.held)
-            if room > 0:
-                rooms.append((ep_id, room))
-            else:
-                blocked.append(ep_id)
-        return rooms, blocked
 
     # -- the claim loop ------------------------------------------------------------------------
 
@@ -502,7 +481,8 @@ class Dispatcher:
     def _record(
         self, d: Delivery, rt: EndpointRuntime, cls: Classification, rec: AttemptRecord
     ) -> None:
-        """Turn a classified attempt into an outcome, update limits and breaker, queue the write."""
+        """Queue the attempt's outcome (hookd/outcome.py) and update the endpoint's limit,
+        breaker and metrics; schedule the retry on the timer wheel."""
         m = self._metrics
         status = self._m_status.get(cls.status_class)
         if status is None:
@@ -510,15 +490,15 @@ class Dispatcher:
         status.inc()
         m.attempt_duration.observe(rec.duration_s)
         now = time.monotonic()
-        if cls.verdict is Verdict.DELIVERED:
-            outcome = Outcome(d.id, d.attempt, DeliveryState.DELIVERED, None, rec.status, None)
+        outcome = decide(d, cls, rec, rt.policy, time.time(), random.random())
+        self._writer.add(outcome, rec)
+        if outcome.state is DeliveryState.DELIVERED:
             self._m_outcome["delivered"].inc()
             m.lag.observe(max(0.0, time.time() - d.published_at.timestamp()))
             rt.limit.speed_up()
             if rt.breaker.state != "closed":
                 self._breaker_changed(rt, None)
             rt.breaker.record(True, now)
-            self._writer.add(outcome, rec)
             return
         self._failure_log.warning(
             "endpoint %d delivery %d attempt %d failed: %s",
@@ -537,29 +517,19 @@ class Dispatcher:
                 cls.reason,
             )
             self._breaker_changed(rt, rt.breaker.open_until - now)
-        if cls.verdict is Verdict.DISABLE:
-            outcome = Outcome(d.id, d.attempt, DeliveryState.PAUSED, None, rec.status, rec.error)
+        if outcome.state is DeliveryState.PAUSED:
             self._m_outcome["paused"].inc()
             self._disable(rt, "receiver answered 410 Gone")
-            self._writer.add(outcome, rec)
-            return
-        age_s = max(0.0, time.time() - d.created_at.timestamp())
-        delay = rt.policy.next_delay_s(d.attempt, age_s, random.random())
-        if delay is not None and cls.retry_after_s is not None:
-            # Retry-After (RFC 9110 10.2.3) sets the next attempt time, already capped.
-            delay = cls.retry_after_s
-        if delay is None:
-            outcome = Outcome(d.id, d.attempt, DeliveryState.FAILED, None, rec.status, rec.error)
+        elif outcome.state is DeliveryState.FAILED:
             self._m_outcome["failed"].inc()
         else:
-            outcome = Outcome(d.id, d.attempt, DeliveryState.PENDING, delay, rec.status, rec.error)
             self._m_outcome["retry_scheduled"].inc()
+            delay = outcome.retry_in_s or 0.0
             if delay <= self._cfg.daemon.retry_horizon_s:
                 due = now + delay + self._cfg.daemon.flush_interval_s
                 self._wheel.add(d.id, due)
                 if due < self._sleep_until:
                     self._wake.set()  # the loop sleeps past this retry: let it re-plan
-        self._writer.add(outcome, rec)
 
     # -- side effects on endpoints, run as owned background tasks -----------------------------
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ssl
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -106,3 +108,42 @@ class EndpointRuntime:
     def sendable(self) -> bool:
         """Enabled, with a valid URL, secret and settings."""
         return self.endpoint.enabled and not self.disabled and self.problem is None
+
+
+def claim_rooms(
+    endpoints: Iterable[tuple[int, EndpointRuntime]],
+    origin_held: Mapping[Origin, int],
+    endpoint_cap: int,
+    origin_cap: int,
+    claim_batch: int,
+    now: float,
+) -> tuple[list[tuple[int, int]], list[int]]:
+    """How many more deliveries of each endpoint a process may hold now.
+
+    Returns (endpoint id, room) pairs with room > 0, and the ids of endpoints held back: an open
+    breaker, a disabled endpoint, or a full queue, either the endpoint's own (`endpoint_cap`) or
+    its origin's (`origin_cap`) once the endpoint holds its fair share of that, so an endpoint
+    with a huge backlog cannot starve another endpoint on the same host. Endpoints that cannot be
+    sent to at all get `claim_batch` room, so their deliveries are claimed and settled. `now` is
+    monotonic seconds (for breakers).
+    """
+    items = list(endpoints)
+    sharing = Counter(rt.origin for _, rt in items if rt.origin is not None and rt.held)
+    rooms: list[tuple[int, int]] = []
+    blocked: list[int] = []
+    for ep_id, rt in items:
+        if rt.problem is not None:
+            rooms.append((ep_id, claim_batch))
+            continue
+        if not rt.sendable or rt.breaker.blocks_claims(now):
+            blocked.append(ep_id)
+            continue
+        room = endpoint_cap - rt.held
+        if rt.origin is not None and origin_held.get(rt.origin, 0) >= origin_cap:
+            fair_share = max(1, origin_cap // max(1, sharing[rt.origin]))
+            room = min(room, fair_share - rt.held)
+        if room > 0:
+            rooms.append((ep_id, room))
+        else:
+            blocked.append(ep_id)
+    return rooms, blocked
