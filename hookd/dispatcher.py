@@ -201,6 +201,10 @@ class Dispatcher:
                 if time.monotonic() - self._endpoints_loaded_at > ENDPOINT_REFRESH_S:
                     await self._refresh_endpoints()
                 more = await self._claim_once()
+                if self._quiet_since is None:
+                    # Working, whatever woke us (a poll, a timer): hold the awake lock, so that
+                    # publishers stop sending NOTIFYs. Free when it is already held.
+                    await self._set_awake()
                 backoff_s = 0.05
             except DB_ERRORS as exc:
                 self._metrics.db_errors.inc()
