@@ -102,6 +102,7 @@ class Dispatcher:
         self._sleeping: bool | None = None
         self._notified = False
         self._fanout_ratio = 1.0
+        self._fan_out_after = 0
         self._wheel: TimerWheel[int] = TimerWheel(cfg.daemon.timer_tick_s, time.monotonic())
         self._wheel_loaded_at = -1e9
         self._recheck_at: float | None = None
@@ -236,7 +237,10 @@ class Dispatcher:
             budget = min(free, room) if self._endpoints else free
             ev_limit = max(1, min(cfg.claim_batch, int(budget / self._fanout_ratio)))
             self._m_claims_fan_out.inc()
-            fan = await self._store.fan_out(ev_limit, cfg.lease_s, blocked)
+            fan = await self._store.fan_out(ev_limit, cfg.lease_s, blocked, self._fan_out_after)
+            # While batches come back full, the next one starts past this one; once caught up,
+            # scan from the start again, for events with lower ids that committed later.
+            self._fan_out_after = fan.last_event_id if fan.events_claimed >= ev_limit else 0
             if fan.events_claimed:
                 self._quiet_since = None
                 self._metrics.events_claimed.inc(fan.events_claimed)

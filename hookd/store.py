@@ -39,6 +39,8 @@ class FanOut:
     """Deliveries created, including those left unleased for saturated endpoints."""
     deliveries: list[Delivery]
     """The created deliveries leased to us."""
+    last_event_id: int
+    """The highest event id claimed (0 if none)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,19 +108,29 @@ class Store:
     # -- the daemon's hot path -------------------------------------------------------------
 
     async def fan_out(
-        self, limit: int, lease_s: float, saturated_endpoints: Sequence[int] = ()
+        self,
+        limit: int,
+        lease_s: float,
+        saturated_endpoints: Sequence[int] = (),
+        after_id: int = 0,
     ) -> FanOut:
-        """Claim up to `limit` new events and create their deliveries (one short transaction).
+        """Claim up to `limit` new events with ids above `after_id` and create their deliveries
+        (one short transaction).
 
         Deliveries are leased to us for `lease_s` seconds, except for `saturated_endpoints`, whose
         deliveries stay pending for a later `claim_due`.
         """
         rows = await self.pool.fetch(
-            QUERIES["fan_out"], limit, lease_s, self.owner, list(saturated_endpoints)
+            QUERIES["fan_out"], limit, lease_s, self.owner, list(saturated_endpoints), after_id
         )
         events = {r["event_id"] for r in rows}
         created = [r for r in rows if r["id"] is not None]
-        return FanOut(len(events), len(created), [_delivery(r) for r in created if r["leased"]])
+        return FanOut(
+            len(events),
+            len(created),
+            [_delivery(r) for r in created if r["leased"]],
+            max(events, default=0),
+        )
 
     async def claim_due(
         self, limit: int, lease_s: float, rooms: Sequence[tuple[int, int]]

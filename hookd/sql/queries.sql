@@ -1,13 +1,15 @@
 -- Named queries used by hookd.store. Each block starts with "-- name: <name>".
 
 -- name: fan_out
--- Claim up to $1 events not yet fanned out and create one delivery per matching enabled endpoint.
--- Deliveries are leased at once to $3 for $2 seconds, except those of endpoints in $4 (their local
--- queue is full), which are left pending and due for a later claim.
+-- Claim up to $1 events not yet fanned out, with ids above $5, and create one delivery per
+-- matching enabled endpoint. Deliveries are leased at once to $3 for $2 seconds, except those of
+-- endpoints in $4 (their local queue is full), which are left pending and due for a later claim.
+-- $5 lets a draining daemon start past the index entries of events it already fanned out (dead
+-- until vacuum, but still visited by a scan from the start); a scan from 0 catches the rest.
 WITH ev AS (
     SELECT id, event_type, tenant, created_at, payload
     FROM hookd.events
-    WHERE fanned_out_at IS NULL
+    WHERE fanned_out_at IS NULL AND id > $5
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
