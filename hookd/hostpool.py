@@ -142,6 +142,8 @@ class HostPools:
         self._limits: dict[Origin, AdaptiveLimit] = {}
         self._fresh: dict[Origin, aiohttp.ClientSession] = {}
         self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
+        self._refused: dict[Origin, str | None] = {}
+        """Per origin: why its host literal is refused by the SSRF guard, or None if allowed."""
 
     async def __aenter__(self) -> HostPools:
         return self
@@ -235,10 +237,17 @@ class HostPools:
         Raises:
             SendFailed: no response (timeout, DNS, connect, TLS, reset, disconnect).
         """
-        try:
-            self._policy.check_host(origin.host)
-        except DestinationRefused as exc:
-            raise SendFailed(FailureKind.DESTINATION_REFUSED, str(exc)) from None
+        # The literal check depends only on the host and the policy: decide once per origin.
+        refused = self._refused.get(origin, "")
+        if refused == "":
+            try:
+                self._policy.check_host(origin.host)
+                refused = None
+            except DestinationRefused as exc:
+                refused = str(exc)
+            self._refused[origin] = refused
+        if refused is not None:
+            raise SendFailed(FailureKind.DESTINATION_REFUSED, refused)
         cfg = self._cfg
         key = (total_timeout_s or cfg.total_timeout_s, connect_timeout_s or cfg.connect_timeout_s)
         timeout = self._timeouts.get(key)
