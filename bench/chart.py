@@ -8,6 +8,7 @@ redraws a chart from a results file.
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -104,7 +105,8 @@ def draw(s: Mapping[str, Any], out: Path, title: str) -> Path:
         ax1.set_xscale("log")
         for y, v in zip(ypos, values, strict=True):
             ax1.text(v * 1.05, y, f"{v:,.0f}", va="center", fontsize=8)
-        ax1.set_xlim(right=max(values) * 4)
+        # A common left edge (a power of ten below the smallest bar), so bar lengths compare.
+        ax1.set_xlim(left=10 ** math.floor(math.log10(min(values))), right=max(values) * 4)
     ax1.set_xlabel("deliveries/s (ceilings: requests/s), log scale")
     ax1.set_title("Throughput: burst drain, 4 endpoints on 4 hosts", fontsize=10)
     ax1.grid(axis="x", which="both", alpha=0.3)

@@ -247,24 +247,64 @@ async def migrate(dsn: str) -> None:
     await asyncio.to_thread(hookd_cli, "migrate", "--dsn", dsn)
 
 
-async def add_endpoint(dsn: str, url: str, config: Path, event_types: str = "*") -> int:
-    """`hookd endpoint add --dsn DSN --config FILE --url URL --json`; returns the endpoint id.
+_ADD_ENDPOINTS = """
+import json, sys
+from hookd.cli import main
+for argv in json.loads(sys.argv[1]):
+    if main(argv) != 0:
+        sys.exit(1)
+"""
+
+
+async def add_endpoints(
+    dsn: str, urls: list[str], config: Path, event_types: str = "*"
+) -> list[int]:
+    """`hookd endpoint add --dsn DSN --config FILE --url URL --json` for each URL, in order, in
+    one process (its CLI, through `hookd.cli.main`); returns the endpoint ids.
 
     `config` is a hookd TOML file; the benchmarks' allows plain-http URLs (the sink and the
-    receivers are http on loopback).
+    receivers are http on loopback) and opens loopback in the SSRF guard.
     """
-    out = await asyncio.to_thread(
-        hookd_cli,
-        "endpoint",
-        "add",
-        "--dsn",
-        dsn,
-        "--config",
-        str(config),
-        "--url",
-        url,
-        "--event-types",
-        event_types,
-        "--json",
-    )
-    return int(orjson.loads(out)["id"])
+    calls = [
+        [
+            "endpoint",
+            "add",
+            "--dsn",
+            dsn,
+            "--config",
+            str(config),
+            "--url",
+            url,
+            "--event-types",
+            event_types,
+            "--json",
+        ]
+        for url in urls
+    ]
+    out = await asyncio.to_thread(_python, _ADD_ENDPOINTS, orjson.dumps(calls).decode())
+    return [int(orjson.loads(line)["id"]) for line in out.splitlines() if line.startswith("{")]
+
+
+def _python(code: str, *args: str) -> str:
+    """Run `python -c CODE ARGS...` (this interpreter); return stdout. Raises BenchError."""
+    env = {k: v for k, v in os.environ.items() if k != "HOOKD_DSN"}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code, *args],
+            capture_output=True,
+            text=True,
+            timeout=CLI_TIMEOUT_S,
+            env=env,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"`hookd endpoint add` took over {CLI_TIMEOUT_S:.0f} s") from None
+    if done.returncode != 0:
+        raise BenchError(f"`hookd endpoint add` failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+async def add_endpoint(dsn: str, url: str, config: Path, event_types: str = "*") -> int:
+    """One endpoint (see add_endpoints); returns its id."""
+    (endpoint_id,) = await add_endpoints(dsn, [url], config, event_types)
+    return endpoint_id

@@ -69,7 +69,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "steady_peers": True,
     },
     "smoke": {
-        "events": 1000,
+        "events": 600,
         "publish_seconds": 1.0,
         "rounds": 1,
         "warmup_seconds": 0.0,
@@ -82,10 +82,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "growth": 2.0,
         "max_rate": 150.0,
         "refine": 0,
-        "points": "50",
+        "points": "",
         "steady_warmup": 0.5,
         "fault_seconds": 1.0,
-        "storm_pending": 1500,
+        "storm_pending": 1000,
         "outage_seconds": 1.5,
         "retry_delay": 1.0,
         "background_rate": 20.0,
@@ -108,7 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--peers", default=",".join(PEERS), help=f"comma-separated subset of {PEERS}, or ''"
     )
     g = p.add_argument_group("burst and ceilings")
-    g.add_argument("--events", type=int, help="events pre-loaded (full 50000, smoke 1000)")
+    g.add_argument("--events", type=int, help="events pre-loaded (full 50000, smoke 600)")
     g.add_argument("--endpoints", type=int, default=4, help="endpoints, spread over 4 hosts")
     g.add_argument("--per-host", type=int, default=64, help="concurrent requests per origin")
     g.add_argument("--body-bytes", type=int, default=768, help="request body size, bytes")
@@ -338,13 +338,16 @@ async def run_all(args: argparse.Namespace) -> int:
     failed = True
     run = Run(args, results)
     env: dict[str, Any] = {}
-    t0 = time.perf_counter()
     try:
-        peer_versions = await asyncio.to_thread(ensure_peers, args.peers)
+        t_install = time.perf_counter()
+        peer_versions = await ensure_peers(args.peers)
+        install_s = time.perf_counter() - t_install
+        t0 = time.perf_counter()
         async with Postgres(workdir) as pg, NginxSink(workdir, LOOPBACK_HOSTS) as sink:
             env = report.environment(
                 pg.settings, sink.version, args.profile, peer_versions, sys.argv
             )
+            env["peers_install_s"] = round(install_s, 1)
             report.append_jsonl(results, env)
             log.info(
                 "PostgreSQL %s in %s; results to %s",
@@ -387,6 +390,7 @@ async def run_all(args: argparse.Namespace) -> int:
             shutil.rmtree(workdir, ignore_errors=True)
     s = report.summary(env, run.records, results)
     s["wall_s"] = round(time.perf_counter() - t0, 1)
+    s["peers_install_s"] = round(install_s, 1)
     report.append_jsonl(results, s)
     md = report.markdown(s)
     results.with_suffix(".md").write_text(md + "\n")

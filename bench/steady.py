@@ -377,6 +377,9 @@ async def search(
                 round(good * share, 1), p.point_seconds, label=f"point{int(share * 100)}"
             )
             points[f"{int(share * 100)}%"] = rec
+        if not points:
+            # No separate points (smoke): the last sustainable step stands for them.
+            points["100%"] = next(r for r in reversed(steps) if r["sustainable"])
     return {
         "system": system.name,
         "max_sustainable_events_per_s": good,

@@ -34,13 +34,15 @@ import asyncpg
 
 from bench.common import BenchError
 from bench.hookd_proc import HookdProcess, write_cli_config
-from bench.pg import APP_ROLE, SUT_ROLE, Postgres, add_endpoint
+from bench.pg import APP_ROLE, SUT_ROLE, Postgres, add_endpoints
 from bench.procs import Child
 
 log = logging.getLogger("bench.systems")
 
 BENCH_DIR = Path(__file__).resolve().parent
-PEERS_DIR = BENCH_DIR / ".peers"
+PEERS_DIR = Path(os.environ.get("HOOKD_BENCH_PEERS_DIR") or BENCH_DIR / ".peers")
+"""Where the peers are installed: bench/.peers (git-ignored), or HOOKD_BENCH_PEERS_DIR (e.g. a
+cache that outlives a CI checkout)."""
 PGQUEUER_VERSION = "1.6.0"
 GRAPHILE_VERSION = "0.17.3"
 """0.18 needs Node >= 22.18; 0.17.3 declares Node >= 14."""
@@ -73,71 +75,84 @@ def graphile_dir() -> Path:
     return PEERS_DIR / "graphile"
 
 
-def ensure_peers(names: Sequence[str]) -> dict[str, str]:
-    """Install the named peers ("pgqueuer", "graphile-worker") unless already there; versions.
+def _ensure_pgqueuer() -> dict[str, str]:
+    marker = PEERS_DIR / "pgqueuer.installed"
+    if (
+        not pgqueuer_python().exists()
+        or not marker.exists()
+        or marker.read_text().strip() != PGQUEUER_VERSION
+    ):
+        log.info("installing PGQueuer %s into %s", PGQUEUER_VERSION, PEERS_DIR / "pgqueuer")
+        shutil.rmtree(PEERS_DIR / "pgqueuer", ignore_errors=True)
+        # A virtualenv without its own pip, filled by this interpreter's pip (`--python`):
+        # seconds faster than bootstrapping pip into it.
+        _run([sys.executable, "-m", "venv", "--without-pip", str(PEERS_DIR / "pgqueuer")])
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(pgqueuer_python()),
+                "install",
+                "-q",
+                f"pgqueuer=={PGQUEUER_VERSION}",
+                "asyncpg",
+                "aiohttp",
+                "uvloop",
+            ]
+        )
+        marker.write_text(PGQUEUER_VERSION)
+    return {"pgqueuer": PGQUEUER_VERSION}
+
+
+def _ensure_graphile() -> dict[str, str]:
+    node = shutil.which("node")
+    npm = shutil.which("npm")
+    if node is None or npm is None:
+        raise BenchError("node and npm are needed for graphile-worker (`apt-get install npm`)")
+    gdir = graphile_dir()
+    marker = PEERS_DIR / "graphile.installed"
+    if (
+        not (gdir / "node_modules" / "graphile-worker").exists()
+        or not marker.exists()
+        or marker.read_text().strip() != GRAPHILE_VERSION
+    ):
+        log.info("installing graphile-worker %s into %s", GRAPHILE_VERSION, gdir)
+        shutil.rmtree(gdir, ignore_errors=True)
+        gdir.mkdir(parents=True)
+        (gdir / "package.json").write_text('{"name": "hookd-bench-graphile", "private": true}\n')
+        _run(
+            [
+                npm,
+                "install",
+                "--no-audit",
+                "--no-fund",
+                "--loglevel=error",
+                f"graphile-worker@{GRAPHILE_VERSION}",
+            ],
+            cwd=gdir,
+        )
+        marker.write_text(GRAPHILE_VERSION)
+    out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
+    return {"graphile-worker": GRAPHILE_VERSION, "node": out.stdout.strip()}
+
+
+async def ensure_peers(names: Sequence[str]) -> dict[str, str]:
+    """Install the named peers ("pgqueuer", "graphile-worker") unless already there (both at
+    once); return their versions.
 
     Idempotent: a marker file holds the installed version; a different one is reinstalled.
     """
-    versions: dict[str, str] = {}
-    PEERS_DIR.mkdir(parents=True, exist_ok=True)
+    await asyncio.to_thread(PEERS_DIR.mkdir, parents=True, exist_ok=True)
+    jobs = []
     if "pgqueuer" in names:
-        marker = PEERS_DIR / "pgqueuer.installed"
-        if (
-            not pgqueuer_python().exists()
-            or not marker.exists()
-            or marker.read_text().strip() != PGQUEUER_VERSION
-        ):
-            log.info("installing PGQueuer %s into %s", PGQUEUER_VERSION, PEERS_DIR / "pgqueuer")
-            shutil.rmtree(PEERS_DIR / "pgqueuer", ignore_errors=True)
-            _run([sys.executable, "-m", "venv", str(PEERS_DIR / "pgqueuer")])
-            _run(
-                [
-                    str(pgqueuer_python()),
-                    "-m",
-                    "pip",
-                    "install",
-                    "-q",
-                    f"pgqueuer=={PGQUEUER_VERSION}",
-                    "asyncpg",
-                    "aiohttp",
-                    "uvloop",
-                ]
-            )
-            marker.write_text(PGQUEUER_VERSION)
-        versions["pgqueuer"] = PGQUEUER_VERSION
+        jobs.append(asyncio.to_thread(_ensure_pgqueuer))
     if "graphile-worker" in names:
-        node = shutil.which("node")
-        npm = shutil.which("npm")
-        if node is None or npm is None:
-            raise BenchError("node and npm are needed for graphile-worker (`apt-get install npm`)")
-        gdir = graphile_dir()
-        marker = PEERS_DIR / "graphile.installed"
-        if (
-            not (gdir / "node_modules" / "graphile-worker").exists()
-            or not marker.exists()
-            or marker.read_text().strip() != GRAPHILE_VERSION
-        ):
-            log.info("installing graphile-worker %s into %s", GRAPHILE_VERSION, gdir)
-            shutil.rmtree(gdir, ignore_errors=True)
-            gdir.mkdir(parents=True)
-            (gdir / "package.json").write_text(
-                '{"name": "hookd-bench-graphile", "private": true}\n'
-            )
-            _run(
-                [
-                    npm,
-                    "install",
-                    "--no-audit",
-                    "--no-fund",
-                    "--loglevel=error",
-                    f"graphile-worker@{GRAPHILE_VERSION}",
-                ],
-                cwd=gdir,
-            )
-            marker.write_text(GRAPHILE_VERSION)
-        versions["graphile-worker"] = GRAPHILE_VERSION
-        out = subprocess.run([node, "--version"], capture_output=True, text=True, check=False)
-        versions["node"] = out.stdout.strip()
+        jobs.append(asyncio.to_thread(_ensure_graphile))
+    versions: dict[str, str] = {}
+    for found in await asyncio.gather(*jobs):
+        versions.update(found)
     return versions
 
 
@@ -222,10 +237,7 @@ class Hookd(System):
     async def add_endpoints(
         self, pg: Postgres, dbname: str, workdir: Path, urls: Sequence[str], event_types: str = "*"
     ) -> None:
-        config = write_cli_config(workdir)
-        dsn = pg.dsn_for(dbname)
-        # One CLI call per endpoint, all at once (ids need not follow the URLs).
-        await asyncio.gather(*(add_endpoint(dsn, u, config, event_types) for u in urls))
+        await add_endpoints(pg.dsn_for(dbname), list(urls), write_cli_config(workdir), event_types)
 
     def producer_urls(self, urls: Sequence[str]) -> list[str]:
         return []
