@@ -262,8 +262,13 @@ async def test_metrics_scrape_under_load_passes_promtool_check_metrics(
         await db.execute(_PUBLISH_MANY, 200)
         await rx.wait_for(lambda r: len(r.requests_for("/dead")) >= 10, timeout_s=15)
         await rx.wait_for(200, path="/ok", timeout_s=15)
-        await asyncio.sleep(0.5)  # two stats refreshes: the database-derived gauges are set
-        text = await _scrape(session, daemon)
+        # The gauges read from the database and the dispatcher follow at the stats loop's next
+        # refresh after the breaker opened; a scrape over HTTP has no event to wait on: poll it.
+        async with asyncio.timeout(10):
+            text = await _scrape(session, daemon)
+            while _sample(text, "hookd_circuit_breakers_open") < 1:
+                await asyncio.sleep(0.1)
+                text = await _scrape(session, daemon)
 
     proc = await asyncio.create_subprocess_exec(
         PROMTOOL,
