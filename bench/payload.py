@@ -15,7 +15,7 @@ import json
 
 EVENT_TYPE = "order.paid"
 DEFAULT_BODY_BYTES = 768
-"""Target size of one request body, bytes (DESIGN-NOTES item 8: 512 B-1 KiB)."""
+"""Target size of one request body, bytes (docs/design-notes.md item 8: 512 B-1 KiB)."""
 
 _TIMESTAMP = "2026-01-01T00:00:00.000000Z"
 """A timestamp of the length hookd writes (RFC 3339, microseconds, UTC)."""

@@ -4,7 +4,7 @@ The one place that turns an HTTP status or a network failure into a decision, so
 dispatcher, the attempt log and the metrics agree. Pure: the caller maps exceptions to a
 ``FailureKind`` (following aiohttp's ``ClientError`` tree) and passes the wall-clock time in.
 
-Rules (DESIGN-NOTES item 13, the common webhook conventions):
+Rules (docs/design-notes.md item 13, the common webhook conventions):
 
 * 2xx is delivered;
 * 3xx is a failure and is never followed (a signed POST must not be bounced elsewhere; item 9);

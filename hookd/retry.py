@@ -3,9 +3,9 @@
 Pure: the caller supplies the delivery's age and a uniform random number, so every decision is
 deterministic and testable. All durations are float seconds.
 
-The default schedule is the common webhook schedule in DESIGN-NOTES item 13: the first attempt
-immediately, then retries after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h, each with +/-20 %
-jitter so that deliveries failed together do not retry together.
+The default schedule is the common webhook schedule in docs/design-notes.md item 13: the first
+attempt immediately, then retries after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and 10 h, each with
++/-20 % jitter so that deliveries failed together do not retry together.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """Hierarchical timing wheel: O(1) add and cancel for many pending retry timers.
 
 hookd keeps one timer per delivery that waits for its next attempt. A loop timer (``call_at``) per
-pending retry costs about 0.5 KiB and an O(log n) heap operation (DESIGN-NOTES item 11); this wheel
-costs about 72 bytes per pending timer (measured with tracemalloc on CPython 3.11, 100,000 timers,
-caller-owned key and due objects excluded; see ``tests/unit/test_timerwheel.py``) and O(1) per add
-and cancel. The persisted ``next_attempt_at`` stays the truth, so a wheel is rebuilt from the
-database on start and never needs to be saved.
+pending retry costs about 0.5 KiB and an O(log n) heap operation (docs/design-notes.md item 11);
+this wheel costs about 72 bytes per pending timer (measured with tracemalloc on CPython 3.11,
+100,000 timers, caller-owned key and due objects excluded; see ``tests/unit/test_timerwheel.py``)
+and O(1) per add and cancel. The persisted ``next_attempt_at`` stays the truth, so a wheel is
+rebuilt from the database on start and never needs to be saved.
 
 The data structure is the hierarchical timing wheel of Varghese and Lauck, "Hashed and Hierarchical
 Timing Wheels" (SOSP 1987), with the placement rule of the Linux kernel's timer wheel: a timer lives

@@ -12,7 +12,7 @@ CREATE TABLE hookd.meta (
 INSERT INTO hookd.meta DEFAULT VALUES;
 
 -- One row: whether a daemon is asleep and wants a NOTIFY. Publishers only read it; only daemons write it.
--- NOTIFY serialises commits (DESIGN-NOTES item 1), so publishers notify only while this says so.
+-- NOTIFY serialises commits (docs/design-notes.md item 1), so publishers notify only while this says so.
 CREATE TABLE hookd.waker (
     singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
     sleeping boolean NOT NULL DEFAULT true

@@ -53,7 +53,7 @@ BEGIN
     END IF;
 
     -- Wake a sleeping daemon, and only then: a NOTIFY takes a global lock at commit
-    -- (DESIGN-NOTES item 1). Every awake daemon holds this lock in share mode on its LISTEN
+    -- (docs/design-notes.md item 1). Every awake daemon holds this lock in share mode on its LISTEN
     -- connection, so the exclusive try fails at once while one is awake. It succeeds only while
     -- all daemons sleep, and then for one publisher at a time (until its commit): one NOTIFY
     -- wakes them. The key is hookd.listener.AWAKE_LOCK_KEY.
