@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-import asyncpg
 import orjson
 
 from hookd import __version__, config, logs, migrate
@@ -40,15 +39,18 @@ def _dsn(args: argparse.Namespace) -> str:
 
 
 async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[int]]) -> int:
-    from hookd.daemon import open_pool
-
     cfg = _cfg(args)
-    box = cfg.security.box()
-    pool = await open_pool(cfg, max_size=1)
+    store = await Store.open(
+        cfg.database.dsn,
+        pool_size=1,
+        connect_timeout_s=cfg.database.connect_timeout_s,
+        command_timeout_s=cfg.database.command_timeout_s,
+        box=cfg.security.box(),
+    )
     try:
-        return await fn(Store(pool, box=box))
+        return await fn(store)
     finally:
-        await pool.close()
+        await store.close()
 
 
 def _cfg(args: argparse.Namespace) -> config.Config:
@@ -75,21 +77,7 @@ def parse_duration(text: str, flag: str) -> float:
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
-    dsn = _dsn(args)
-    try:
-        conn = await asyncpg.connect(dsn, timeout=10)
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        TimeoutError,
-        ValueError,
-    ) as exc:
-        raise HookdError(f"cannot connect to the database: {exc or type(exc).__name__}") from None
-    try:
-        applied = await migrate.apply(conn)
-    finally:
-        await conn.close()
+    applied = await migrate.apply_to(_dsn(args), connect_timeout_s=10.0)
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema at version {applied[-1]}")
     else:

@@ -45,12 +45,16 @@ class DaemonConfig:
 
     poll_interval_s: float = 1.0
     """Longest sleep between looks for work when no notification arrives (the polling fallback)."""
-    idle_linger_s: float = 0.01
-    """How long claims must come back empty before the daemon asks publishers for a NOTIFY: under
-    steady load the flag stays off, so publishing costs no NOTIFY (DESIGN-NOTES item 1)."""
+    idle_linger_s: float = 0.05
+    """How long the daemon stays awake after claims come back empty, probing the outbox every
+    `awake_poll_s`, before it gives the awake lock back and asks publishers for a NOTIFY: under
+    steady load it never sleeps, so publishing costs no NOTIFY (docs/design-notes.md item 1)."""
+    awake_poll_s: float = 0.001
+    """While lingering: seconds between probes of the outbox (one index probe each), so a new
+    event is seen within about this long without a NOTIFY."""
     idle_recheck_s: float = 0.025
     """One extra look for work this long after going to sleep: catches an event whose publisher
-    read the sleep flag just before it was set (so sent no NOTIFY)."""
+    tried the awake lock just before it was released (so sent no NOTIFY)."""
     claim_batch: int = 500
     """Most events (and due deliveries) claimed per query."""
     max_in_flight: int = 1024
@@ -83,7 +87,8 @@ class HttpConfig:
     total_timeout_s: float = 30.0
     """Seconds for a whole attempt, from asking for a connection to the end of the response."""
     per_host_limit: int = 64
-    """Concurrent requests per origin (scheme, host, port); DESIGN-NOTES item 8 finds more useless."""
+    """Concurrent requests per origin (scheme, host, port); more are useless
+    (docs/design-notes.md item 8)."""
     per_endpoint_limit: int = 32
     """Concurrent requests per endpoint (halved on 429, 503 and timeouts; grows back on success)."""
     max_concurrent_requests: int = 512
@@ -270,6 +275,7 @@ def validate(cfg: Config) -> Config:
         ("daemon.poll_interval_s", d.poll_interval_s),
         ("daemon.idle_recheck_s", d.idle_recheck_s),
         ("daemon.idle_linger_s", d.idle_linger_s),
+        ("daemon.awake_poll_s", d.awake_poll_s),
         ("daemon.claim_batch", d.claim_batch),
         ("daemon.max_in_flight", d.max_in_flight),
         ("daemon.lease_s", d.lease_s),

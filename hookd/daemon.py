@@ -12,15 +12,15 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
-import asyncpg
 import sdnotify  # type: ignore[import-untyped]  # ships no type information
 
-from hookd import config, logs, migrate
+from hookd import config, logs
 from hookd.admin import AdminServer
 from hookd.config import Config
 from hookd.dispatcher import Dispatcher
-from hookd.errors import ConfigError, DatabaseUnavailable, SchemaMissing
+from hookd.errors import ConfigError, StoreUnavailable
 from hookd.hostpool import HostPools
 from hookd.listener import Listener
 from hookd.metrics import Metrics
@@ -28,56 +28,6 @@ from hookd.store import Store
 from hookd.writer import OutcomeWriter
 
 log = logging.getLogger("hookd")
-
-# The daemon's own writes (claims, outcomes, the sleep flag) use asynchronous commit: a PostgreSQL
-# crash can lose the last moments of progress, which only means those deliveries are attempted
-# again (at-least-once). It keeps fsync latency out of the delivery path.
-_SERVER_SETTINGS = {"application_name": "hookd", "synchronous_commit": "off"}
-
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
-
-
-async def open_pool(cfg: Config, max_size: int | None = None) -> asyncpg.Pool:
-    """Connect to the database and check the schema version.
-
-    Raises:
-        DatabaseUnavailable: the server cannot be reached or refuses us.
-        SchemaMissing: `hookd migrate` has not been run (or is behind this version of hookd).
-    """
-    size = max_size or cfg.database.pool_size
-    try:
-        pool = await asyncpg.create_pool(
-            cfg.database.dsn,
-            min_size=1,
-            max_size=size,
-            timeout=cfg.database.connect_timeout_s,
-            command_timeout=cfg.database.command_timeout_s,
-            server_settings=_SERVER_SETTINGS,
-        )
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        TimeoutError,
-        ValueError,
-    ) as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to the database: {exc or type(exc).__name__}"
-        ) from None
-    assert pool is not None
-    try:
-        async with pool.acquire() as conn:
-            version = await migrate.current_version(conn)
-    except BaseException:
-        await pool.close()
-        raise
-    if version is None or version < migrate.latest_version():
-        await pool.close()
-        raise SchemaMissing(
-            f"the hookd schema is at version {version or 'none'}, this hookd needs "
-            f"{migrate.latest_version()}: run `hookd migrate`"
-        )
-    return pool
 
 
 class Daemon:
@@ -100,7 +50,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.listener: Listener | None = None
         self.admin: AdminServer | None = None
-        self._pool: asyncpg.Pool | None = None
+        self._store: Store | None = None
         self._notifier = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
 
     # -- control ----------------------------------------------------------------------------
@@ -161,21 +111,37 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stop(). Raises DatabaseUnavailable or SchemaMissing at start-up, or
-        OSError if the admin port cannot be bound."""
+        ConfigError if the admin port cannot be bound. `stop()` works at every point of start-up:
+        a daemon still waiting for its database or its LISTEN connection returns at once."""
         cfg = self.cfg
         box = cfg.security.box()
-        pool = self._pool = await open_pool(cfg)
+        opening = asyncio.ensure_future(
+            Store.open(
+                cfg.database.dsn,
+                pool_size=cfg.database.pool_size,
+                connect_timeout_s=cfg.database.connect_timeout_s,
+                command_timeout_s=cfg.database.command_timeout_s,
+                owner=uuid.uuid4(),
+                box=box,
+            )
+        )
+        if not await self._unless_stopped(opening):
+            log.info("hookd stopped before it was ready")
+            return
+        store = self._store = opening.result()
         if not box.encrypting:
             log.warning(
                 "no secret key configured (security.secret_key_file or HOOKD_SECRET_KEY): "
                 "endpoint secrets are stored unencrypted"
             )
         try:
-            store = Store(pool, uuid.uuid4(), box)
             install_id = await store.install_id()
             # Fail now, with one clear line, if stored secrets cannot be read with this key.
             await store.endpoints()
             writer = OutcomeWriter(store, cfg.daemon.flush_interval_s, cfg.daemon.flush_batch)
+            # Teardown order (reverse of this): the admin server stops answering first, then the
+            # HTTP pools close (after every attempt ended), and the store's pool closes last, after
+            # the final write of outcomes.
             async with HostPools(cfg.http, cfg.security.policy()) as pools:
                 dispatcher = self.dispatcher = Dispatcher(
                     cfg, store, pools, writer, self.metrics, install_id
@@ -190,13 +156,30 @@ class Daemon:
                     token=str(store.owner),
                 )
                 listener.on_reconnect_metric = self.metrics.listener_reconnects.inc
-                dispatcher.set_awake = listener.set_awake
+                dispatcher.planner.set_awake = listener.set_awake
                 async with self._admin_server():
                     await self._run_parts(store, writer, dispatcher, listener)
                 await self._final_flush(writer)
         finally:
-            await pool.close()
+            await store.close()
         log.info("hookd stopped")
+
+    async def _unless_stopped(self, step: asyncio.Future[Any]) -> bool:
+        """Wait for a start-up step, or for stop(); True if the step finished (its error raised)."""
+        stopping: asyncio.Future[Any] = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({step, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+        if step.done():
+            step.result()
+            return True
+        step.cancel()
+        # The step's own cancellation, expected here; a cancellation of run() itself still
+        # propagates from the awaits above.
+        with contextlib.suppress(asyncio.CancelledError):
+            await step
+        return False
 
     async def _run_parts(
         self, store: Store, writer: OutcomeWriter, dispatcher: Dispatcher, listener: Listener
@@ -207,17 +190,22 @@ class Daemon:
             write_task = tg.create_task(writer.run(), name="writer")
             stats_task = tg.create_task(self._stats(store, dispatcher), name="stats")
             watchdog_task = tg.create_task(self._watchdog(), name="watchdog")
-            await listener.ready.wait()
-            claim_task = tg.create_task(dispatcher.run(), name="dispatcher")
-            self.ready.set()
-            self._notify("READY=1")
-            log.info("hookd ready (lease owner %s)", store.owner)
-            await self._stop.wait()
+            ready = asyncio.ensure_future(listener.ready.wait())
+            if await self._unless_stopped(ready):
+                claim_task = tg.create_task(dispatcher.run(), name="dispatcher")
+                self.ready.set()
+                self._notify("READY=1")
+                log.info("hookd ready (lease owner %s)", store.owner)
+                await self._stop.wait()
+            else:
+                claim_task = None
+                log.info("stopping before the LISTEN connection was up")
             self._notify("STOPPING=1")
             # Teardown order: stop claiming and let attempts finish, then write their outcomes,
             # and only then drop the listener and the writer task.
             await dispatcher.drain(cfg.daemon.shutdown_grace_s)
-            await claim_task
+            if claim_task is not None:
+                await claim_task
             for task in (write_task, listen_task, stats_task, watchdog_task):
                 task.cancel()
 
@@ -248,12 +236,15 @@ class Daemon:
     async def _ready_problem(self) -> str | None:
         if self.listener is None or not self.listener.ready.is_set():
             return "LISTEN connection is down"
-        if self._pool is None:
+        if self._store is None:
             return "no database pool"
+        if self.dispatcher is not None and not self.dispatcher.db_ok:
+            return "database unavailable: claims are backing off"
         try:
-            await self._pool.fetchval("SELECT 1")
-        except DB_ERRORS as exc:
-            return f"database error: {exc}"
+            async with asyncio.timeout(self.cfg.database.connect_timeout_s):
+                await self._store.ping()
+        except (StoreUnavailable, TimeoutError) as exc:
+            return f"database error: {exc or type(exc).__name__}"
         return None
 
     async def _stats(self, store: Store, dispatcher: Dispatcher) -> None:
@@ -281,7 +272,7 @@ class Daemon:
                     f"STATUS=backlog {s.outbox_backlog} events, {s.pending} pending deliveries, "
                     f"{rate:.0f} delivered/s"
                 )
-            except DB_ERRORS as exc:
+            except StoreUnavailable as exc:
                 m.db_errors.inc()
                 m.up.set(0)
                 log.warning("reading status figures failed (%s)", exc)
@@ -305,7 +296,7 @@ class Daemon:
             try:
                 await writer.flush()
                 return
-            except DB_ERRORS as exc:
+            except StoreUnavailable as exc:
                 log.warning("final write of outcomes failed (%s)", exc)
                 await asyncio.sleep(0.2)
         log.error(

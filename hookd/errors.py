@@ -26,5 +26,12 @@ class InvalidEndpoint(HookdError):
     """The endpoint definition is invalid."""
 
 
-class NotFound(HookdError):
-    """No such object."""
+class StoreUnavailable(DatabaseUnavailable):
+    """The database is unreachable or refused the work for now; retry later.
+
+    Raised by the store for connection loss, SQLSTATE classes 08 (connection), 53 (insufficient
+    resources) and 57P (operator intervention, e.g. a server shutting down), 40001 (serialization
+    failure), 40P01 (deadlock), 57014 (statement timeout) and 25006 (a server that became a read-only
+    standby after a failover); the driver's error is kept on `__cause__`. Any other database error is
+    a bug in a query and propagates unchanged.
+    """

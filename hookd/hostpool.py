@@ -1,13 +1,14 @@
 """Per-origin HTTP connection pools with concurrency limits and capped response reads.
 
 One aiohttp ClientSession (and so one keep-alive pool) per origin (scheme, host, port): a slow or
-dead receiver can only use its own pool's slots. Redirects are never followed (DESIGN-NOTES
+dead receiver can only use its own pool's slots. Redirects are never followed (docs/design-notes.md
 item 9): a 3xx is returned as it is and the redirect target receives nothing. aiohttp's exceptions
 are mapped here to `FailureKind`, so `classify` stays free of aiohttp.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import ssl
@@ -223,8 +224,12 @@ class HostPools:
         total_timeout_s: float | None = None,
         ssl_context: ssl.SSLContext | None = None,
         max_body_bytes: int | None = None,
+        budget_s: float | None = None,
     ) -> Response:
         """POST `body` to `url` and return the response; never follows redirects.
+
+        The whole call, the fresh-connection resend and the body read included, ends within the
+        total timeout or `budget_s` seconds, whichever is shorter (a timeout past it).
 
         `ssl_context` replaces the default verifying context (custom CA, client certificate);
         certificates are verified either way. `max_body_bytes` overrides the response cap.
@@ -255,6 +260,31 @@ class HostPools:
             timeout = self._timeouts[key] = aiohttp.ClientTimeout(total=key[0], sock_connect=key[1])
         cap = max_body_bytes or cfg.response_body_max_bytes
         tls: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
+        # One bound for the whole attempt, the resend included: the total timeout, or the
+        # caller's deadline (the end of the lease) if that comes first.
+        bound_s = key[0] if budget_s is None else min(key[0], budget_s)
+        end = asyncio.get_running_loop().time() + bound_s
+        try:
+            async with asyncio.timeout_at(end):
+                return await self._post(origin, url, body, headers, timeout, tls, cap)
+        except TimeoutError as exc:
+            raise SendFailed(
+                FailureKind.TIMEOUT,
+                f"no complete answer within {bound_s:g} s (http.total_timeout_s"
+                " or the endpoint's total_timeout_s)",
+            ) from exc
+
+    async def _post(
+        self,
+        origin: Origin,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        client_timeout: aiohttp.ClientTimeout,
+        tls: ssl.SSLContext | bool,
+        cap: int,
+    ) -> Response:
+        timeout = client_timeout
         try:
             try:
                 return await self._send(
@@ -303,7 +333,15 @@ class HostPools:
                 trace_request_ctx=reuse,
             )
             resp = await cm.__aenter__()
-        except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError) as exc:
+        except (
+            aiohttp.ServerDisconnectedError,
+            aiohttp.ClientConnectionResetError,
+            aiohttp.ClientOSError,
+        ) as exc:
+            # ClientOSError here is "cannot write the request": a pooled connection the server
+            # closed just as it was taken. Only a reused connection gets the fresh resend.
+            if isinstance(exc, aiohttp.ClientConnectorError):
+                raise
             raise _NoResponse(reuse.reused) from exc
         try:
             kept = bytearray()

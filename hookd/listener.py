@@ -1,7 +1,7 @@
 """The dedicated LISTEN connection: wake-ups, its own health check, and reconnects.
 
 Notifications are lost while the connection is down, and a silently dead TCP path gives asyncpg no
-signal (DESIGN-NOTES item 5). So the listener proves itself every `check_interval_s` with a
+signal (docs/design-notes.md item 5). So the listener proves itself every `check_interval_s` with a
 self-NOTIFY round trip on the ping channel; a ping that does not come back within
 `check_timeout_s`, a query that hangs, or a termination reported by asyncpg makes it drop the
 connection, reconnect with backoff, and call `on_reconnect` so the daemon re-scans for work that was
@@ -29,6 +29,17 @@ WAKE_CHANNEL = "hookd_wake"
 PING_CHANNEL = "hookd_ping"
 AWAKE_LOCK_KEY = 114827819967585
 """Advisory lock key held in share mode by every awake daemon (the bytes of "hookda")."""
+_CONN_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+)
+"""Every way an operation on the listener's own connection fails; each means "replace it".
+InternalClientError is what asyncpg raises when an operation was cut off mid-way (a timeout) and
+the next one finds the protocol still busy (docs/design-notes.md item 14)."""
+
 AWAKE_LOCK_TIMEOUT_S = 0.2
 """Longest wait for the awake lock: a publisher holding it exclusively is between its publish and
 its commit; if that takes longer, the daemon works on and tries again later."""
@@ -126,11 +137,12 @@ class Listener:
             async with self._io:
                 await conn.execute(sql, AWAKE_LOCK_KEY, timeout=AWAKE_LOCK_TIMEOUT_S)
             self.awake = awake
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except _CONN_ERRORS as exc:
             log.debug("awake lock %s failed (%s)", "take" if awake else "release", exc)
-            if not awake:
-                # A release that did not go through: the connection is in doubt; replace it, which
-                # drops the lock with the session.
+            if not awake or not isinstance(exc, TimeoutError):
+                # A release that did not go through, or a connection in doubt: replace it, which
+                # drops the lock with the session. (A take that timed out behind a publisher's
+                # exclusive hold is normal: try again later.)
                 self._lost.set()
         return self.awake
 
@@ -146,7 +158,7 @@ class Listener:
                         "SELECT pg_notify($1, $2)", PING_CHANNEL, f"{self._token}:{self._pings}"
                     )
                 await self._pong
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError):
+        except _CONN_ERRORS:
             return False
         finally:
             self._pong = None
@@ -159,7 +171,7 @@ class Listener:
         while True:
             try:
                 conn = await self._connect()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
+            except _CONN_ERRORS as exc:
                 log.warning("listener cannot connect (%s); retrying in %.1f s", exc, backoff_s)
                 await asyncio.sleep(backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, 5.0)
@@ -205,7 +217,7 @@ class Listener:
                 self._old_pid,
                 timeout=self._check_timeout_s,
             )
-        except (TimeoutError, asyncpg.PostgresError, OSError, asyncpg.InterfaceError) as exc:
+        except _CONN_ERRORS as exc:
             log.debug("could not end the previous listener session (%s)", exc)
 
     async def _watch(self, conn: asyncpg.Connection) -> str:

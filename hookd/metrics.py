@@ -52,6 +52,10 @@ MAX_HOST_LABELS = 20
 """Hosts that get their own `host` label value; the rest share "other"."""
 
 
+WAKE_SOURCES = ("notify", "probe", "recheck", "timer", "signal", "poll")
+"""Why the claim loop looked for work (hookd/wakeups.py sets them)."""
+
+
 class Metrics:
     """The metric objects of one daemon, on their own registry (tests may build several)."""
 
@@ -133,7 +137,9 @@ class Metrics:
         )
         self.wakeups = Counter(
             "hookd_wakeups_total",
-            "Dispatcher wake-ups by source (notify, timer, poll).",
+            "Claim-loop wake-ups by source: notify, probe (an outbox probe found events), recheck,"
+            " timer (due retry, breaker cool-down), signal (room freed, retry planned, reconnect),"
+            " poll (the polling fallback).",
             ["source"],
             registry=r,
         )
@@ -154,7 +160,7 @@ class Metrics:
         # failure (a series that appears only on its first increment hides that increment).
         for status_class in sorted(STATUS_CLASSES):
             self.attempts.labels(status_class)
-        for source in ("notify", "timer", "poll"):
+        for source in WAKE_SOURCES:
             self.wakeups.labels(source)
         for kind in ("fan_out", "due"):
             self.claims.labels(kind)

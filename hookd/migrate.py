@@ -13,6 +13,8 @@ from importlib import resources
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
+from hookd.errors import DatabaseUnavailable
+
 # Arbitrary, fixed key for pg_advisory_xact_lock: the bytes of "hookd".
 MIGRATION_LOCK_KEY = 0x686F6F6B64
 
@@ -44,6 +46,30 @@ def available() -> list[Migration]:
             raise RuntimeError(f"duplicate migration version {version}")
         found[version] = Migration(version, m.group(2), entry.read_text(encoding="utf-8"))
     return [found[v] for v in sorted(found)]
+
+
+async def apply_to(dsn: str, *, connect_timeout_s: float) -> list[int]:
+    """Connect to `dsn`, bring the schema up to date (`apply`), disconnect; return what was applied.
+
+    Raises:
+        DatabaseUnavailable: the server cannot be reached or refuses us (one line).
+    """
+    try:
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
+    except (
+        OSError,
+        asyncpg.PostgresError,
+        asyncpg.InterfaceError,
+        TimeoutError,
+        ValueError,
+    ) as exc:
+        raise DatabaseUnavailable(
+            f"cannot connect to the database: {exc or type(exc).__name__}"
+        ) from None
+    try:
+        return await apply(conn)
+    finally:
+        await conn.close()
 
 
 async def apply(conn: asyncpg.Connection) -> list[int]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ssl
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -42,8 +42,12 @@ class EndpointRuntime:
     oauth: OAuthClient | None = field(default=None, repr=False)
     held: int = 0
     """Deliveries of this endpoint held by this process (queued or sending)."""
+    sending: int = 0
+    """Requests of this endpoint in flight now (at most `limit.limit`)."""
     disabled: bool = False
     """Disabled while running (410 Gone), before the endpoint cache is reloaded."""
+    deleted: bool = False
+    """Gone from the database while some of its deliveries were still held."""
 
     @classmethod
     def build(cls, ep: Endpoint, cfg: Config) -> EndpointRuntime:
@@ -113,7 +117,7 @@ class EndpointRuntime:
 def claim_rooms(
     endpoints: Iterable[tuple[int, EndpointRuntime]],
     origin_held: Mapping[Origin, int],
-    endpoint_cap: int,
+    endpoint_cap: Callable[[EndpointRuntime], int],
     origin_cap: int,
     claim_batch: int,
     now: float,
@@ -121,7 +125,8 @@ def claim_rooms(
     """How many more deliveries of each endpoint a process may hold now.
 
     Returns (endpoint id, room) pairs with room > 0, and the ids of endpoints held back: an open
-    breaker, a disabled endpoint, or a full queue, either the endpoint's own (`endpoint_cap`) or
+    breaker, a disabled endpoint, or a full queue, either the endpoint's own (`endpoint_cap(rt)`,
+    from its own current limit) or
     its origin's (`origin_cap`) once the endpoint holds its fair share of that, so an endpoint
     with a huge backlog cannot starve another endpoint on the same host. Endpoints that cannot be
     sent to at all get `claim_batch` room, so their deliveries are claimed and settled. `now` is
@@ -135,13 +140,15 @@ def claim_rooms(
         if rt.problem is not None:
             rooms.append((ep_id, claim_batch))
             continue
-        if not rt.sendable or rt.breaker.blocks_claims(now):
+        if not rt.sendable or rt.deleted or rt.breaker.blocks_claims(now):
             blocked.append(ep_id)
             continue
-        room = endpoint_cap - rt.held
-        if rt.origin is not None and origin_held.get(rt.origin, 0) >= origin_cap:
+        room = endpoint_cap(rt) - rt.held
+        if rt.origin is not None:
+            # Up to what the origin has left; once it is full, up to a fair share of it.
             fair_share = max(1, origin_cap // max(1, sharing[rt.origin]))
-            room = min(room, fair_share - rt.held)
+            left = origin_cap - origin_held.get(rt.origin, 0)
+            room = min(room, max(left, fair_share - rt.held))
         if room > 0:
             rooms.append((ep_id, room))
         else:

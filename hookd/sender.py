@@ -64,7 +64,12 @@ async def _token(pools: HostPools, rt: EndpointRuntime) -> str:
 
 
 async def _post_signed(
-    pools: HostPools, rt: EndpointRuntime, msg_id: str, body: bytes, token: str | None
+    pools: HostPools,
+    rt: EndpointRuntime,
+    msg_id: str,
+    body: bytes,
+    token: str | None,
+    budget_s: float | None,
 ) -> Response:
     now = datetime.now(UTC)
     ts = int(now.timestamp())
@@ -86,6 +91,7 @@ async def _post_signed(
         connect_timeout_s=rt.connect_timeout_s,
         total_timeout_s=rt.total_timeout_s,
         ssl_context=rt.ssl,
+        budget_s=budget_s,
     )
 
 
@@ -98,12 +104,15 @@ async def attempt(
     *,
     max_retry_after_s: float,
     disable_on_gone: bool,
+    budget_s: float | None = None,
 ) -> tuple[Classification, AttemptRecord]:
     """Make one attempt; return its classification and its attempt-log row.
 
     Headers follow Standard Webhooks 1.0 (a fresh timestamp and signature over the exact body
     bytes). With OAuth, a 401 answer drops the cached token and the request is sent once more
     with a new one. Never raises for receiver or network failures: they are classified.
+    `budget_s` bounds the whole attempt, resends included, in seconds from now: the dispatcher
+    sets it so the attempt ends inside the delivery's lease.
     """
     started = time.time()
     t0 = time.perf_counter()
@@ -112,11 +121,11 @@ async def attempt(
     kept: str | None = None
     try:
         token = await _token(pools, rt) if rt.oauth is not None else None
-        resp = await _post_signed(pools, rt, msg_id, body, token)
+        resp = await _post_signed(pools, rt, msg_id, body, token, budget_s)
         if resp.status == 401 and rt.oauth is not None and token is not None:
             rt.oauth.invalidate(token)
             token = await _token(pools, rt)
-            resp = await _post_signed(pools, rt, msg_id, body, token)
+            resp = await _post_signed(pools, rt, msg_id, body, token, budget_s)
         status = resp.status
         kept = resp.body.decode("utf-8", "replace") if resp.body else None
         cls = classify_response(

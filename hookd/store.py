@@ -1,24 +1,51 @@
-"""The only module that runs SQL. Queries live in `sql/queries.sql` as named blocks.
+"""The only module that runs SQL (with migrations and the listener's own connection).
 
-Every method returns models, never driver records. Methods that write outcomes are fenced by the
-lease owner, so a daemon whose lease expired cannot overwrite another daemon's work.
+Queries live in `sql/queries.sql` as named blocks. Every method returns models, never driver
+records, and every driver failure leaves this module in one of two shapes: `StoreUnavailable`
+(transient: connection loss, a server going away, overload, a failover; see `is_transient`) or the
+driver's own exception for a bug in a query, which must not be retried forever. Methods that write
+outcomes are fenced by the lease owner, so a daemon whose lease expired cannot overwrite another
+daemon's work; a delivered outcome is the one exception (a 2xx is never thrown away).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
 
+from hookd import migrate
+from hookd.errors import DatabaseUnavailable, SchemaMissing, StoreUnavailable
 from hookd.models import AttemptRecord, Delivery, Endpoint, Outcome
 from hookd.secretbox import SecretBox
+
+log = logging.getLogger("hookd.store")
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+# The daemon's own writes (claims, outcomes) use asynchronous commit: a PostgreSQL crash can lose
+# the last moments of progress, which only means those deliveries are attempted again
+# (at-least-once). It keeps fsync latency out of the delivery path.
+_SERVER_SETTINGS = {"application_name": "hookd", "synchronous_commit": "off"}
+
+_TRANSIENT_CLASSES = ("08", "53", "57P")
+_TRANSIENT_STATES = frozenset({"40001", "40P01", "57014", "25006"})
+_DROP_CONNECTION_STATES = frozenset({"25006"})
+"""A read-only answer means the server became a standby (failover): replace every connection."""
+
+POOL_CLOSE_TIMEOUT_S = 5.0
+"""How long `close()` lets connections end politely before terminating them."""
 
 
 def _load_queries() -> dict[str, str]:
@@ -30,13 +57,52 @@ def _load_queries() -> dict[str, str]:
 QUERIES = _load_queries()
 
 
+def is_transient(exc: BaseException) -> bool:
+    """Whether a driver or network error means "try again later" rather than a bug in a query.
+
+    Transient: the connection is lost or unusable (asyncpg's InterfaceError and
+    InternalClientError, OSError, TimeoutError), and the SQLSTATEs listed on `StoreUnavailable`.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return state.startswith(_TRANSIENT_CLASSES) or state in _TRANSIENT_STATES
+    return isinstance(
+        exc, asyncpg.InterfaceError | asyncpg.InternalClientError | OSError | TimeoutError
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _mapped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
+    """Turn transient driver errors raised by a Store method into StoreUnavailable (once)."""
+
+    @functools.wraps(fn)
+    async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return await fn(*args, **kwargs)
+        except StoreUnavailable:
+            raise
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            store = args[0]
+            assert isinstance(store, Store)
+            await store._after_transient(exc)
+            raise StoreUnavailable(f"database unavailable ({_describe(exc)})") from exc
+
+    return call
+
+
 @dataclass(frozen=True, slots=True)
 class FanOut:
     """Result of one fan-out claim: how many events were taken and the deliveries created."""
 
     events_claimed: int
     created: int
-    """Deliveries created, including those left unleased for saturated endpoints."""
+    """Deliveries created, including those left unleased for endpoints without room."""
     deliveries: list[Delivery]
     """The created deliveries leased to us."""
     last_event_id: int
@@ -92,10 +158,12 @@ def _delivery(r: asyncpg.Record, created_at: datetime | None = None) -> Delivery
 
 
 class Store:
-    """Data access for one daemon or one CLI command, over an asyncpg pool.
+    """Data access for one daemon or one CLI command, over an asyncpg pool it owns.
 
-    `owner` identifies this process's leases (a random UUID per daemon run); `box` encrypts
-    secrets on the way in and decrypts them on the way out.
+    Open one with `await Store.open(...)` and end it with `await store.close()`; tests and tools may
+    wrap a pool of their own with `Store(pool)` (then they close the pool). `owner` identifies this
+    process's leases (a random UUID per daemon run); `box` encrypts secrets on the way in and
+    decrypts them on the way out.
     """
 
     def __init__(
@@ -105,23 +173,118 @@ class Store:
         self.owner = owner or uuid.uuid4()
         self.box = box or SecretBox(None)
 
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        pool_size: int,
+        connect_timeout_s: float,
+        command_timeout_s: float,
+        owner: uuid.UUID | None = None,
+        box: SecretBox | None = None,
+        check_schema: bool = True,
+    ) -> Store:
+        """Connect a pool of up to `pool_size` connections and (by default) check the schema.
+
+        Raises:
+            DatabaseUnavailable: the server cannot be reached or refuses us (one line, no driver
+                traceback).
+            SchemaMissing: `hookd migrate` has not been run, or is behind this version of hookd.
+        """
+        try:
+            pool = await asyncpg.create_pool(
+                dsn,
+                min_size=1,
+                max_size=pool_size,
+                timeout=connect_timeout_s,
+                command_timeout=command_timeout_s,
+                server_settings=_SERVER_SETTINGS,
+            )
+        except (
+            OSError,
+            asyncpg.PostgresError,
+            asyncpg.InterfaceError,
+            TimeoutError,
+            ValueError,
+        ) as exc:
+            raise DatabaseUnavailable(
+                f"cannot connect to the database: {exc or type(exc).__name__}"
+            ) from None
+        assert pool is not None
+        store = cls(pool, owner, box)
+        if not check_schema:
+            return store
+        try:
+            async with pool.acquire() as conn:
+                version = await migrate.current_version(conn)
+        except BaseException as exc:
+            await store.close()
+            if isinstance(exc, Exception) and is_transient(exc):
+                raise DatabaseUnavailable(
+                    f"cannot read the schema version: {_describe(exc)}"
+                ) from None
+            raise
+        if version is None or version < migrate.latest_version():
+            await store.close()
+            raise SchemaMissing(
+                f"the hookd schema is at version {version or 'none'}, this hookd needs "
+                f"{migrate.latest_version()}: run `hookd migrate`"
+            )
+        return store
+
+    async def close(self, timeout_s: float = POOL_CLOSE_TIMEOUT_S) -> None:
+        """Close the pool: politely within `timeout_s`, else terminate every connection.
+
+        Never raises for a database that is down or unresponsive (a dead TCP path can make a polite
+        close hang).
+        """
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.pool.close()
+        except Exception as exc:  # any failure to close politely ends in terminate()
+            log.debug("pool close failed (%s); terminating connections", _describe(exc))
+            self.pool.terminate()
+
+    async def _after_transient(self, exc: BaseException) -> None:
+        """Drop connections that must not be reused (a standby after failover, a driver mix-up)."""
+        state = getattr(exc, "sqlstate", None)
+        if state in _DROP_CONNECTION_STATES or isinstance(exc, asyncpg.InternalClientError):
+            try:
+                await self.pool.expire_connections()
+            except Exception as again:  # best effort: the next acquire reconnects anyway
+                log.debug("expiring pool connections failed (%s)", _describe(again))
+
+    @_mapped
+    async def ping(self) -> None:
+        """One round trip (for readiness). Raises StoreUnavailable."""
+        await self.pool.fetchval("SELECT 1")
+
     # -- the daemon's hot path -------------------------------------------------------------
 
+    @_mapped
     async def fan_out(
         self,
         limit: int,
         lease_s: float,
-        saturated_endpoints: Sequence[int] = (),
+        rooms: Sequence[tuple[int, int]] = (),
         after_id: int = 0,
     ) -> FanOut:
         """Claim up to `limit` new events with ids above `after_id` and create their deliveries
-        (one short transaction).
+        (one short transaction), whatever room endpoints have: the outbox is never blocked.
 
-        Deliveries are leased to us for `lease_s` seconds, except for `saturated_endpoints`, whose
-        deliveries stay pending for a later `claim_due`.
+        Of each endpoint's new deliveries, the first `room` (from `rooms`, (endpoint id, room)
+        pairs; endpoints not listed have none) are leased to us for `lease_s` seconds; the others
+        stay pending and unleased, due now, for a later `claim_due` by whoever has room.
         """
         rows = await self.pool.fetch(
-            QUERIES["fan_out"], limit, lease_s, self.owner, list(saturated_endpoints), after_id
+            QUERIES["fan_out"],
+            limit,
+            lease_s,
+            self.owner,
+            [ep for ep, _ in rooms],
+            [room for _, room in rooms],
+            after_id,
         )
         events = {r["event_id"] for r in rows}
         created = [r for r in rows if r["id"] is not None]
@@ -132,11 +295,13 @@ class Store:
             max(events, default=0),
         )
 
+    @_mapped
     async def claim_due(
         self, limit: int, lease_s: float, rooms: Sequence[tuple[int, int]]
     ) -> list[Delivery]:
         """Lease up to `limit` due pending deliveries for `lease_s` seconds, at most `room` of
-        each (endpoint_id, room) in `rooms`, most overdue first."""
+        each (endpoint_id, room) in `rooms`; first attempts ahead of retries, then most overdue
+        first."""
         if not rooms or limit <= 0:
             return []
         rows = await self.pool.fetch(
@@ -149,10 +314,14 @@ class Store:
         )
         return [_delivery(r, r["delivery_created_at"]) for r in rows]
 
+    @_mapped
     async def record(self, outcomes: Sequence[Outcome], attempts: Sequence[AttemptRecord]) -> int:
         """Write outcomes and attempt-log rows in one transaction; return outcomes applied.
 
-        An outcome whose lease was lost (expired and taken over) is skipped, its attempt row kept.
+        An outcome whose lease was lost (expired and taken over) is skipped, its attempt row kept;
+        a delivered outcome is applied whatever the lease says, unless the delivery is already
+        delivered. A retry for an endpoint disabled meanwhile is written as paused, and one for an
+        endpoint deleted meanwhile as failed ("endpoint deleted").
         """
         async with self.pool.acquire() as conn, conn.transaction():
             applied: int = 0
@@ -181,25 +350,30 @@ class Store:
                 )
         return applied
 
+    @_mapped
     async def near_due(self, horizon_s: float, limit: int) -> list[tuple[int, float]]:
         """Unleased pending deliveries due within `horizon_s`: (id, seconds until due)."""
         rows = await self.pool.fetch(QUERIES["near_due"], horizon_s, limit)
         return [(r["id"], r["due_in_s"]) for r in rows]
 
+    @_mapped
     async def set_breaker(self, endpoint_id: int, open_until: datetime | None) -> None:
         """Record an endpoint's breaker state (None: closed) for status and metrics."""
         await self.pool.execute(QUERIES["set_breaker"], endpoint_id, open_until)
 
-    async def has_work(self, endpoints: Sequence[int], fan_out: bool) -> bool:
-        """True if a delivery of one of `endpoints` is due, or (when `fan_out`) an event waits
-        for fan-out: the work the caller could claim now."""
-        return bool(await self.pool.fetchval(QUERIES["has_work"], list(endpoints), fan_out))
+    @_mapped
+    async def outbox_waiting(self, after_id: int = 0) -> bool:
+        """True if an event with an id above `after_id` waits for fan-out (one index probe)."""
+        return bool(await self.pool.fetchval(QUERIES["outbox_waiting"], after_id))
 
-    async def next_due_in(self) -> float | None:
-        """Seconds until the earliest pending delivery is due (<= 0: due now); None if none."""
-        value: float | None = await self.pool.fetchval(QUERIES["next_due_in"])
-        return value
+    @_mapped
+    async def due_waiting(self, endpoints: Sequence[int]) -> bool:
+        """True if a delivery of one of `endpoints` is due now (one index probe each)."""
+        if not endpoints:
+            return False
+        return bool(await self.pool.fetchval(QUERIES["due_waiting"], list(endpoints)))
 
+    @_mapped
     async def install_id(self) -> str:
         """The installation's webhook-id prefix."""
         value: str = await self.pool.fetchval(QUERIES["install_id"])
@@ -207,10 +381,12 @@ class Store:
 
     # -- endpoints and administration ------------------------------------------------------
 
+    @_mapped
     async def endpoints(self) -> list[Endpoint]:
         """All endpoints, enabled or not, by id."""
         return [_endpoint(r, self.box) for r in await self.pool.fetch(QUERIES["endpoints_all"])]
 
+    @_mapped
     async def add_endpoint(
         self,
         url: str,
@@ -231,6 +407,7 @@ class Store:
         assert row is not None
         return _endpoint(row, self.box)
 
+    @_mapped
     async def set_endpoint_enabled(
         self, endpoint_id: int, enabled: bool, reason: str | None
     ) -> int | None:
@@ -244,6 +421,7 @@ class Store:
         assert row is not None
         return None if row["found"] == 0 else int(row["moved"])
 
+    @_mapped
     async def delete_endpoint(self, endpoint_id: int) -> bool:
         """Delete an endpoint and fail its open deliveries; False if there was none."""
         async with self.pool.acquire() as conn, conn.transaction():
@@ -253,6 +431,7 @@ class Store:
             await conn.execute(QUERIES["endpoint_settle_deleted"], endpoint_id)
         return True
 
+    @_mapped
     async def set_endpoint_settings(self, endpoint_id: int, settings: dict[str, Any]) -> bool:
         """Replace an endpoint's overrides (already validated); False if there is no such endpoint."""
         found = await self.pool.fetchval(
@@ -260,6 +439,7 @@ class Store:
         )
         return found is not None
 
+    @_mapped
     async def rotate_secret(self, endpoint_id: int, new_secret: str, grace_s: float) -> bool:
         """Make `new_secret` current; keep signing with the old one for `grace_s` seconds too."""
         found = await self.pool.fetchval(
@@ -267,22 +447,26 @@ class Store:
         )
         return found is not None
 
+    @_mapped
     async def set_credentials(self, endpoint_id: int, credentials: dict[str, Any] | None) -> bool:
         """Replace how hookd authenticates to the endpoint (None: no authentication)."""
         sealed = self.box.seal(orjson.dumps(credentials).decode()) if credentials else None
         found = await self.pool.fetchval(QUERIES["endpoint_set_credentials"], endpoint_id, sealed)
         return found is not None
 
+    @_mapped
     async def set_url(self, endpoint_id: int, url: str) -> bool:
         """Change an endpoint's URL (validated by the caller)."""
         return await self.pool.fetchval(QUERIES["endpoint_set_url"], endpoint_id, url) is not None
 
+    @_mapped
     async def deliveries(
         self, state: str | None = None, endpoint_id: int | None = None, limit: int = 100
     ) -> list[asyncpg.Record]:
         """Recent deliveries for `hookd deliveries`, newest first."""
         return list(await self.pool.fetch(QUERIES["deliveries_list"], state, endpoint_id, limit))
 
+    @_mapped
     async def retry_failed(
         self,
         ids: Sequence[int] | None = None,
@@ -300,6 +484,7 @@ class Store:
         )
         return [r["id"] for r in rows]
 
+    @_mapped
     async def status(self) -> StatusCounts:
         """Backlog and pending figures."""
         r = await self.pool.fetchrow(QUERIES["status_counts"])

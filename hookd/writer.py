@@ -1,12 +1,21 @@
-"""Buffered write-back of attempt outcomes: flushed on size or on a timer (DESIGN-NOTES item 3)."""
+"""Buffered write-back of attempt outcomes: flushed on size or on a timer (docs/design-notes.md
+item 3: batched writes are what make PostgreSQL cheap).
+
+While the database is unavailable the buffer keeps every outcome and attempt row. It is bounded
+without a cap of its own: each held delivery ends once, the process holds at most
+`daemon.max_in_flight` deliveries, and the claim loop claims nothing while `failing` is set, so the
+buffer never holds more than `max_in_flight` outcomes. Nothing is dropped: when the database is
+back the whole buffer is written, oldest first. If the process is killed before that, the leases
+expire and those deliveries are attempted again (at-least-once).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
-import asyncpg
-
+from hookd.errors import StoreUnavailable
 from hookd.models import AttemptRecord, Outcome
 from hookd.store import Store
 
@@ -30,8 +39,25 @@ class OutcomeWriter:
         self._full = asyncio.Event()
         self._lock = asyncio.Lock()
         self._inflight: asyncio.Future[int] | None = None
-        self.on_written: list[Outcome] = []
+        self._healthy = asyncio.Event()
+        self._healthy.set()
         self.errors = 0
+        self.failing_since: float | None = None
+        """Monotonic time of the first failed write of the current outage (None: writes work)."""
+
+    @property
+    def failing(self) -> bool:
+        """True while the last write failed: outcomes wait in the buffer."""
+        return not self._healthy.is_set()
+
+    async def wait_healthy(self, timeout_s: float) -> bool:
+        """Wait (at most `timeout_s`) until a write succeeds again; True if it did."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._healthy.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def __len__(self) -> int:
         return len(self._outcomes)
@@ -45,7 +71,7 @@ class OutcomeWriter:
             self._full.set()
 
     async def flush(self) -> None:
-        """Write everything queued now. Raises the database error if the write fails.
+        """Write everything queued now. Raises StoreUnavailable if the write fails.
 
         The write is shielded from cancellation: once sent it runs to its end, and only a write
         that failed puts its batch back (so a batch is never written twice).
@@ -67,7 +93,15 @@ class OutcomeWriter:
                     self._attempts[:0] = attempts
 
             write.add_done_callback(keep_if_failed)
-            await asyncio.shield(write)
+            try:
+                await asyncio.shield(write)
+            except StoreUnavailable:
+                if self.failing_since is None:
+                    self.failing_since = time.monotonic()
+                self._healthy.clear()
+                raise
+            self.failing_since = None
+            self._healthy.set()
 
     async def run(self) -> None:
         """Flush every `flush_interval_s`, or at once when `flush_batch` outcomes wait; until cancelled."""
@@ -81,7 +115,7 @@ class OutcomeWriter:
             try:
                 await self.flush()
                 backoff_s = self._interval_s
-            except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError) as exc:
+            except StoreUnavailable as exc:
                 self.errors += 1
                 backoff_s = min(max(backoff_s * 2, 0.1), 5.0)
                 log.warning(

@@ -1,33 +1,38 @@
 -- Named queries used by hookd.store. Each block starts with "-- name: <name>".
 
 -- name: fan_out
--- Claim up to $1 events not yet fanned out, with ids above $5, and create one delivery per
--- matching enabled endpoint. Deliveries are leased at once to $3 for $2 seconds, except those of
--- endpoints in $4 (their local queue is full), which are left pending and due for a later claim.
--- $5 lets a draining daemon start past the index entries of events it already fanned out (dead
+-- Claim up to $1 events not yet fanned out, with ids above $6, and create one delivery per
+-- matching enabled endpoint, whatever room the endpoints have (the outbox is never blocked). Of
+-- each endpoint's new deliveries, the first `room` of ($4, $5) are leased at once to $3 for $2
+-- seconds; the rest (and all of endpoints not listed) stay pending, unleased and due now.
+-- $6 lets a draining daemon start past the index entries of events it already fanned out (dead
 -- until vacuum, but still visited by a scan from the start); a scan from 0 catches the rest.
 WITH ev AS (
     SELECT id, event_type, tenant, created_at, payload
     FROM hookd.events
-    WHERE fanned_out_at IS NULL AND id > $5
+    WHERE fanned_out_at IS NULL AND id > $6
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), marked AS (
     UPDATE hookd.events e SET fanned_out_at = now() FROM ev WHERE e.id = ev.id
-), ins AS (
-    INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner)
-    SELECT ev.id, ep.id,
-           CASE WHEN held THEN 0 ELSE 1 END,
-           CASE WHEN held THEN now() ELSE now() + make_interval(secs => $2) END,
-           CASE WHEN held THEN NULL ELSE $3::uuid END
+), pairs AS (
+    SELECT ev.id AS event_id, ep.id AS endpoint_id,
+           row_number() OVER (PARTITION BY ep.id ORDER BY ev.id) <= coalesce(r.room, 0) AS lease
     FROM ev
     JOIN hookd.endpoints ep
       ON ep.enabled
      AND ep.tenant IS NOT DISTINCT FROM ev.tenant
      AND ep.created_at <= ev.created_at
      AND hookd.filter_matches(ep.event_types, ev.event_type)
-    CROSS JOIN LATERAL (SELECT ep.id = ANY ($4::bigint[]) AS held) h
+    LEFT JOIN unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room) ON r.endpoint_id = ep.id
+), ins AS (
+    INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner)
+    SELECT event_id, endpoint_id,
+           CASE WHEN lease THEN 1 ELSE 0 END,
+           CASE WHEN lease THEN now() + make_interval(secs => $2) ELSE now() END,
+           CASE WHEN lease THEN $3::uuid END
+    FROM pairs
     ON CONFLICT (event_id, endpoint_id) DO NOTHING
     RETURNING id, event_id, endpoint_id, attempts, lease_owner
 )
@@ -39,20 +44,22 @@ FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
 
 -- name: claim_due
 -- Lease due pending deliveries (retries, expired leases, deliveries left unleased at fan-out) to
--- $3 for $2 seconds: at most `room` of each endpoint in ($4, $5), $1 in all, most overdue first.
--- One index probe per endpoint (deliveries_due_by_endpoint), whatever the backlog of others.
+-- $3 for $2 seconds: at most `room` of each endpoint in ($4, $5), $1 in all. First attempts go
+-- ahead of retries (a priority lane: a storm of late retries cannot take the whole batch), then
+-- the most overdue first. One index probe per endpoint (deliveries_due_by_endpoint), whatever the
+-- backlog of others.
 WITH due AS (
     SELECT d.id
     FROM unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room)
     CROSS JOIN LATERAL (
-        SELECT id, next_attempt_at
+        SELECT id, attempts, next_attempt_at
         FROM hookd.deliveries
         WHERE state = 'pending' AND endpoint_id = r.endpoint_id AND next_attempt_at <= now()
         ORDER BY next_attempt_at
         LIMIT r.room
         FOR UPDATE SKIP LOCKED
     ) d
-    ORDER BY d.next_attempt_at
+    ORDER BY d.attempts > 0, d.next_attempt_at
     LIMIT $1
 )
 UPDATE hookd.deliveries d
@@ -66,25 +73,42 @@ RETURNING d.id, d.endpoint_id, d.attempts, e.id AS event_id, e.event_type, e.cre
 
 -- name: record_outcomes
 -- Write back a batch of outcomes. Only rows still leased to $8 at the same attempt count are
--- touched, so a delivery whose lease expired and was taken over is left to its new owner.
--- `counted` false gives back a lease without an attempt (never sent): the attempt counter and
--- the last status stay as they were.
+-- touched, so a delivery whose lease expired and was taken over is left to its new owner; the one
+-- exception is a delivered outcome, applied to any delivery not yet delivered (a 2xx is never
+-- thrown away, and nothing is sent after it). `counted` false gives back a lease without an
+-- attempt (never sent): the attempt counter and the last status stay as they were. A delivery
+-- that would stay pending for an endpoint disabled meanwhile is paused; for an endpoint deleted
+-- meanwhile it is failed.
 WITH o AS (
-    SELECT *
+    SELECT o.*, ep.id IS NOT NULL AS endpoint_exists, coalesce(ep.enabled, false) AS enabled
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[], $7::bool[])
         AS o (id, attempts, state, retry_in_s, status, error, counted)
+    JOIN hookd.deliveries d0 ON d0.id = o.id
+    LEFT JOIN hookd.endpoints ep ON ep.id = d0.endpoint_id
+), f AS (
+    SELECT o.*,
+           CASE WHEN o.state <> 'pending' THEN o.state
+                WHEN NOT o.endpoint_exists THEN 'failed'
+                WHEN NOT o.enabled THEN 'paused'
+                ELSE 'pending' END AS final_state
+    FROM o
 ), upd AS (
     UPDATE hookd.deliveries d
-    SET state = o.state,
-        attempts = CASE WHEN o.counted THEN d.attempts ELSE d.attempts - 1 END,
-        next_attempt_at = CASE WHEN o.retry_in_s IS NULL THEN d.next_attempt_at
-                               ELSE now() + make_interval(secs => o.retry_in_s) END,
+    SET state = f.final_state,
+        attempts = CASE WHEN f.counted OR d.lease_owner IS DISTINCT FROM $8 THEN d.attempts
+                        ELSE d.attempts - 1 END,
+        next_attempt_at = CASE WHEN f.retry_in_s IS NULL THEN d.next_attempt_at
+                               ELSE now() + make_interval(secs => f.retry_in_s) END,
         lease_owner = NULL,
-        last_status = CASE WHEN o.counted THEN o.status ELSE d.last_status END,
-        last_error = CASE WHEN o.counted THEN o.error ELSE d.last_error END,
-        finished_at = CASE WHEN o.state IN ('delivered', 'failed') THEN now() END
-    FROM o
-    WHERE d.id = o.id AND d.lease_owner = $8 AND d.attempts = o.attempts
+        last_status = CASE WHEN f.counted THEN f.status ELSE d.last_status END,
+        last_error = CASE WHEN f.final_state = 'failed' AND f.state = 'pending'
+                               THEN 'endpoint deleted'
+                          WHEN f.counted THEN f.error ELSE d.last_error END,
+        finished_at = CASE WHEN f.final_state IN ('delivered', 'failed') THEN now() END
+    FROM f
+    WHERE d.id = f.id
+      AND ((d.lease_owner = $8 AND d.attempts = f.attempts)
+           OR (f.state = 'delivered' AND d.state <> 'delivered'))
     RETURNING d.id
 )
 SELECT count(*) FROM upd;
@@ -107,23 +131,19 @@ LIMIT $2;
 -- name: set_breaker
 UPDATE hookd.endpoints SET breaker_open_until = $2 WHERE id = $1;
 
--- name: next_due_in
--- Seconds until the earliest pending delivery is due (negative if overdue), NULL if none.
-SELECT extract(epoch FROM min(next_attempt_at) - now())::float8
-FROM hookd.deliveries WHERE state = 'pending';
+-- name: outbox_waiting
+-- Is an event with an id above $1 waiting for fan-out? One probe of events_pending_fanout.
+SELECT EXISTS (SELECT 1 FROM hookd.events WHERE fanned_out_at IS NULL AND id > $1);
 
--- name: has_work
--- Work this daemon could claim now: events to fan out (if $2), or due deliveries of the endpoints
--- in $1 (those it has room for).
-SELECT ($2 AND EXISTS (SELECT 1 FROM hookd.events WHERE fanned_out_at IS NULL))
-    OR EXISTS (
-        SELECT 1 FROM unnest($1::bigint[]) AS r (endpoint_id)
-        WHERE EXISTS (
-            SELECT 1 FROM hookd.deliveries d
-            WHERE d.state = 'pending' AND d.endpoint_id = r.endpoint_id
-              AND d.next_attempt_at <= now()
-        )
-    );
+-- name: due_waiting
+-- Is a delivery of one of the endpoints in $1 due now? One probe of deliveries_due_by_endpoint each.
+SELECT EXISTS (
+    SELECT 1 FROM unnest($1::bigint[]) AS r (endpoint_id)
+    WHERE EXISTS (
+        SELECT 1 FROM hookd.deliveries d
+        WHERE d.state = 'pending' AND d.endpoint_id = r.endpoint_id AND d.next_attempt_at <= now()
+    )
+);
 
 -- name: install_id
 SELECT install_id FROM hookd.meta;
@@ -146,13 +166,16 @@ WITH ep AS (
     WHERE id = $1
     RETURNING id
 ), paused AS (
-    -- Disabling pauses the endpoint's pending deliveries; enabling resumes them at once.
+    -- Disabling pauses the endpoint's pending deliveries that nobody holds; enabling resumes them
+    -- at once. A delivery leased to a daemon (lease not expired) is left to it: its request may be
+    -- in flight, and the daemon writes it back as paused unless it was delivered. Taking it away
+    -- would let an enable send it again while the first request is still open.
     UPDATE hookd.deliveries d
     SET state = CASE WHEN $2 THEN 'pending' ELSE 'paused' END,
-        next_attempt_at = CASE WHEN $2 THEN now() ELSE d.next_attempt_at END,
-        lease_owner = NULL
+        next_attempt_at = CASE WHEN $2 THEN now() ELSE d.next_attempt_at END
     FROM ep
     WHERE d.endpoint_id = ep.id AND d.state = CASE WHEN $2 THEN 'paused' ELSE 'pending' END
+      AND (d.lease_owner IS NULL OR d.next_attempt_at <= now())
     RETURNING 1
 )
 SELECT (SELECT count(*) FROM ep) AS found, (SELECT count(*) FROM paused) AS moved;
@@ -163,7 +186,8 @@ SELECT (SELECT count(*) FROM ep) AS found, (SELECT count(*) FROM paused) AS move
 DELETE FROM hookd.endpoints WHERE id = $1 RETURNING id;
 
 -- name: endpoint_settle_deleted
--- Leased ones too: clearing the lease fences off the outcome of an attempt still in flight.
+-- Leased ones too: clearing the lease fences off a retry of an attempt still in flight, so nothing
+-- more is sent; a 2xx answer to that attempt still turns the delivery delivered (record_outcomes).
 UPDATE hookd.deliveries
 SET state = 'failed', last_error = 'endpoint deleted', finished_at = now(), lease_owner = NULL
 WHERE endpoint_id = $1 AND state IN ('pending', 'paused');

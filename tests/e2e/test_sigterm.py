@@ -152,7 +152,7 @@ async def test_sigterm_cancels_an_attempt_that_outlasts_the_grace_period(
     # Bounded by the grace period, not by the 10 s attempt timeout.
     assert HUNG_GRACE_S <= took_s < HUNG_GRACE_S + 3, f"exit took {took_s:.1f}s"
     assert (ledger.cancelled, ledger.answered, len(ledger.hits)) == (HUNG, 0, HUNG)
-    # Events beyond what the endpoint had room for are still in the outbox, never fanned out.
+    # Events beyond what the endpoint had room for wait in the outbox or unleased in deliveries.
     waiting = await db.fetchval("SELECT count(*) FROM hookd.events WHERE fanned_out_at IS NULL")
     assert len(rows) + waiting == HUNG_EVENTS
     for r in rows.values():

@@ -127,21 +127,24 @@ async def test_per_host_limit_bounds_what_one_origin_sees(dsn: str, db: asyncpg.
     per_host, per_endpoint = 4, 3
     async with Receiver(default=("slow", 0.05)) as rx:
         ids = []
-        for name in ("a", "b"):
+        # /b's backlog is shorter: while both have work the origin's slots are shared, and once
+        # /b is done /a may use its whole own limit.
+        for name, count in (("a", 40), ("b", 10)):
             ep_id, _ = await add_endpoint(dsn, rx.url_for(f"/{name}"), (f"{name}.*",))
             ids.append(ep_id)
-            await publish_many(db, f"{name}.x", 40)
+            await publish_many(db, f"{name}.x", count)
         overrides = settings(http={"per_host_limit": per_host, "per_endpoint_limit": per_endpoint})
         async with running_daemon(dsn, overrides):
             await wait_until(
                 db,
-                "SELECT count(*) = 80 FROM hookd.deliveries WHERE state = 'delivered'",
+                "SELECT count(*) = 50 FROM hookd.deliveries WHERE state = 'delivered'",
                 timeout_s=15,
             )
         assert rx.peak_in_flight == per_host
         path_peaks = [rx.peak_for("/a"), rx.peak_for("/b")]
-        assert max(path_peaks) == per_endpoint, path_peaks
-        assert rx.count == 80
+        assert path_peaks[0] == per_endpoint, path_peaks
+        assert path_peaks[1] <= per_endpoint, path_peaks
+        assert rx.count == 50
 
 
 async def test_process_wide_request_limit_spans_origins(dsn: str, db: asyncpg.Connection) -> None:
