@@ -9,18 +9,21 @@ are mapped here to `FailureKind`, so `classify` stays free of aiohttp.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.client_reqrep import ClientRequest
 from aiohttp.resolver import DefaultResolver
+from aiohttp.tracing import Trace
 
 from hookd.classify import FailureKind
 from hookd.config import HttpConfig
@@ -178,7 +181,7 @@ class HostPools:
     def _session(self, origin: Origin) -> aiohttp.ClientSession:
         session = self._sessions.get(origin)
         if session is None:
-            connector = aiohttp.TCPConnector(
+            connector = _MarkingConnector(
                 limit=self._cfg.per_host_limit,
                 limit_per_host=0,
                 ttl_dns_cache=30,
@@ -190,7 +193,6 @@ class HostPools:
                 auto_decompress=False,
                 headers={"User-Agent": self._cfg.user_agent},
                 skip_auto_headers=("Accept-Encoding",),
-                trace_configs=[_REUSE_TRACE],
             )
             self._sessions[origin] = session
         return session
@@ -261,45 +263,30 @@ class HostPools:
         cap = max_body_bytes or cfg.response_body_max_bytes
         tls: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         # One bound for the whole attempt, the resend included: the total timeout, or the
-        # caller's deadline (the end of the lease) if that comes first.
-        bound_s = key[0] if budget_s is None else min(key[0], budget_s)
-        end = asyncio.get_running_loop().time() + bound_s
-        try:
-            async with asyncio.timeout_at(end):
-                return await self._post(origin, url, body, headers, timeout, tls, cap)
-        except TimeoutError as exc:
-            raise SendFailed(
-                FailureKind.TIMEOUT,
-                f"no complete answer within {bound_s:g} s (http.total_timeout_s"
-                " or the endpoint's total_timeout_s)",
-            ) from exc
-
-    async def _post(
-        self,
-        origin: Origin,
-        url: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        client_timeout: aiohttp.ClientTimeout,
-        tls: ssl.SSLContext | bool,
-        cap: int,
-    ) -> Response:
-        timeout = client_timeout
+        # caller's budget (what is left of the lease) if that is shorter.
+        bound_s = key[0]
+        if budget_s is not None and budget_s < bound_s:
+            bound_s = max(0.0, budget_s)
+            timeout = aiohttp.ClientTimeout(total=bound_s, sock_connect=min(key[1], bound_s))
+        loop = asyncio.get_running_loop()
+        end = loop.time() + bound_s
         try:
             try:
                 return await self._send(
                     self._session(origin), url, body, headers, timeout, tls, cap
                 )
             except _NoResponse as stale:
-                if not stale.reused:
+                left_s = end - loop.time()
+                if stale.opened or left_s <= 0:
                     raise
                 log.debug(
                     "no response on a pooled connection to %s (%s); retrying fresh",
                     origin,
                     stale.__cause__,
                 )
+                rest = aiohttp.ClientTimeout(total=left_s, sock_connect=min(key[1], left_s))
                 return await self._send(
-                    self._fresh_session(origin), url, body, headers, timeout, tls, cap
+                    self._fresh_session(origin), url, body, headers, rest, tls, cap
                 )
         except _NoResponse as exc:
             cause = exc.__cause__
@@ -309,7 +296,19 @@ class HostPools:
             kind = failure_kind(exc)
             if kind is FailureKind.DESTINATION_REFUSED:
                 raise SendFailed(kind, str(getattr(exc, "os_error", None) or exc)) from None
-            raise SendFailed(kind, _describe(exc)) from exc
+            if isinstance(exc, aiohttp.ConnectionTimeoutError):
+                detail = (
+                    f"could not connect to {origin} within {min(key[1], bound_s):g} s"
+                    " (http.connect_timeout_s or the endpoint's connect_timeout_s)"
+                )
+            elif kind is FailureKind.TIMEOUT:
+                detail = (
+                    f"no complete answer from {origin} within {bound_s:g} s"
+                    " (http.total_timeout_s or the endpoint's total_timeout_s)"
+                )
+            else:
+                detail = f"{origin}: {_describe(exc)}"
+            raise SendFailed(kind, detail) from exc
 
     async def _send(
         self,
@@ -321,7 +320,8 @@ class HostPools:
         tls: ssl.SSLContext | bool,
         cap: int,
     ) -> Response:
-        reuse = _Reuse()
+        opened = [False]
+        _OPENED.set(opened)
         try:
             cm = session.post(
                 url,
@@ -330,7 +330,6 @@ class HostPools:
                 allow_redirects=False,
                 timeout=client_timeout,
                 ssl=tls,
-                trace_request_ctx=reuse,
             )
             resp = await cm.__aenter__()
         except (
@@ -342,7 +341,7 @@ class HostPools:
             # closed just as it was taken. Only a reused connection gets the fresh resend.
             if isinstance(exc, aiohttp.ClientConnectorError):
                 raise
-            raise _NoResponse(reuse.reused) from exc
+            raise _NoResponse(opened[0]) from exc
         try:
             kept = bytearray()
             while len(kept) < cap:
@@ -361,37 +360,41 @@ class HostPools:
 class _NoResponse(Exception):
     """The connection was dropped before any response; __cause__ holds aiohttp's error.
 
-    `reused` tells whether the request went out on a pooled keep-alive connection (which the
-    server may have closed while it sat idle): only then is one immediate resend warranted.
+    `opened` tells whether this request opened its connection. If it did not, the request went out
+    on a pooled keep-alive connection (which the server may have closed while it sat idle): only
+    then is one immediate resend warranted.
     """
 
-    def __init__(self, reused: bool) -> None:
+    def __init__(self, opened: bool) -> None:
         super().__init__()
-        self.reused = reused
+        self.opened = opened
 
 
-class _Reuse:
-    """Per-request marker set by the trace hook when aiohttp reuses a pooled connection."""
-
-    __slots__ = ("reused",)
-
-    def __init__(self) -> None:
-        self.reused = False
+_OPENED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "hookd_connection_opened", default=None
+)
+"""Per request (in the sending task's context): set to [True] when the connector opens a new
+connection for it. Cheaper than an aiohttp trace hook on every request."""
 
 
-async def _on_reuse(
-    session: aiohttp.ClientSession,
-    ctx: SimpleNamespace,
-    params: aiohttp.TraceConnectionReuseconnParams,
-) -> None:
-    marker = ctx.trace_request_ctx
-    if isinstance(marker, _Reuse):
-        marker.reused = True
+class _MarkingConnector(aiohttp.TCPConnector):
+    """A TCPConnector that tells the request in progress when it opened a new connection.
 
+    Relies on aiohttp calling `_create_connection` (in the requesting task) for every new
+    connection and never for a pooled one; the keep-alive tests in
+    tests/integration/test_engine_http.py fail if that changes.
+    """
 
-_REUSE_TRACE = aiohttp.TraceConfig()
-_REUSE_TRACE.on_connection_reuseconn.append(_on_reuse)
-_REUSE_TRACE.freeze()
+    async def _create_connection(
+        self,
+        req: ClientRequest,
+        traces: list[Trace],
+        timeout: aiohttp.ClientTimeout,  # noqa: ASYNC109  (aiohttp's own signature)
+    ) -> ResponseHandler:
+        mark = _OPENED.get()
+        if mark is not None:
+            mark[0] = True
+        return await super()._create_connection(req, traces, timeout)
 
 
 def _describe(exc: BaseException) -> str:
