@@ -54,11 +54,12 @@ class Held:
 class _Lane:
     """One origin's held deliveries, queued per endpoint and taken round-robin."""
 
-    __slots__ = ("order", "sending", "waiting", "workers")
+    __slots__ = ("order", "queued", "sending", "waiting", "workers")
 
     def __init__(self) -> None:
         self.waiting: dict[int, deque[Held]] = {}
         self.order: deque[int] = deque()
+        self.queued = 0
         self.sending = 0
         self.workers = 0
 
@@ -69,6 +70,7 @@ class _Lane:
             q = self.waiting[ep] = deque()
             self.order.append(ep)
         q.append(held)
+        self.queued += 1
 
     def take(self) -> Held | None:
         """The next delivery whose endpoint has a free slot (round-robin), or None."""
@@ -79,6 +81,7 @@ class _Lane:
             rt = q[0].rt
             if rt.sending < rt.limit.limit:
                 held = q.popleft()
+                self.queued -= 1
                 if q:
                     order.rotate(-1)
                 else:
@@ -90,6 +93,7 @@ class _Lane:
 
     def drain(self) -> list[Held]:
         out = [h for q in self.waiting.values() for h in q]
+        self.queued = 0
         self.waiting.clear()
         self.order.clear()
         return out
@@ -180,8 +184,7 @@ class InFlight:
         if lane is None or self.stopping:
             return
         http = self._cfg.http
-        queued = sum(len(q) for q in lane.waiting.values())
-        while lane.workers < http.per_host_limit and lane.workers - lane.sending < queued:
+        while lane.workers < http.per_host_limit and lane.workers - lane.sending < lane.queued:
             if self._worker_count >= http.max_concurrent_requests:
                 self._starved.add(origin)
                 return
