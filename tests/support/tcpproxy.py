@@ -1,4 +1,5 @@
-"""A TCP proxy on loopback that a test can break on purpose: cut every connection, or blackhole them.
+"""A TCP proxy on loopback that a test can break on purpose: cut every connection, or blackhole them,
+or point it elsewhere.
 
 Put it between hookd and PostgreSQL (or a receiver) to produce the failures a real network produces:
 
@@ -7,6 +8,9 @@ Put it between hookd and PostgreSQL (or a receiver) to produce the failures a re
 - `blackhole()`: connections stay open but no byte gets through in either direction, like a TCP
   path that died silently; nobody gets an error. Connections accepted while blackholed are dead too.
 - `restore()`: new connections forward normally again; the ones already blackholed stay dead.
+- `retarget(upstream)`: connections accepted from now on go to another upstream; the ones already
+  open keep theirs (`active_to()` counts them), like a failover that moves a virtual IP or a DNS
+  name while old TCP sessions live on. `cut()` ends those too.
 
 The upstream is a TCP (host, port) or a unix socket path (the embedded test Postgres listens on a
 unix socket only). Same idea as the proxy asyncpg's own test suite uses to cut connections.
@@ -27,14 +31,24 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 _CHUNK_BYTES = 64 * 1024
 _LINGER_RST = struct.pack("ii", 1, 0)
 
+Upstream = tuple[str, int] | Path
+"""Where a proxy forwards to: a TCP (host, port) or a unix socket path."""
+
+
+def _upstream(target: tuple[str, int] | str | os.PathLike[str]) -> Upstream:
+    return (target[0], int(target[1])) if isinstance(target, tuple) else Path(target)
+
 
 class _Link:
-    """One proxied connection: the client side, the upstream side, and whether its path is dead."""
+    """One proxied connection: the client side, the upstream side (and where it leads), and whether
+    its path is dead."""
 
-    __slots__ = ("client", "cut", "dead", "upstream")
+    __slots__ = ("client", "cut", "dead", "target", "upstream")
 
-    def __init__(self, client: asyncio.StreamWriter, *, dead: bool) -> None:
+    def __init__(self, client: asyncio.StreamWriter, target: Upstream, *, dead: bool) -> None:
         self.client = client
+        self.target = target
+        """The upstream this connection was sent to when it was accepted."""
         self.upstream: asyncio.StreamWriter | None = None
         self.dead = dead
         self.cut = False
@@ -62,7 +76,8 @@ class TcpProxy:
     """Forwards connections from 127.0.0.1:<port> to `upstream`; an async context manager.
 
     Args:
-        upstream: (host, port) for TCP, or a path (str or Path) for a unix socket.
+        upstream: (host, port) for TCP, or a path (str or Path) for a unix socket; `retarget()`
+            changes it for connections accepted afterwards.
         host: where to listen; port 0 lets the OS choose (read `port` after start).
         connect_timeout_s: bound on connecting upstream; on failure the client is reset.
     """
@@ -77,7 +92,8 @@ class TcpProxy:
     ) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"tests listen on loopback only, not {host!r}")
-        self.upstream = upstream if isinstance(upstream, tuple) else Path(upstream)
+        self.upstream: Upstream = _upstream(upstream)
+        """Where connections accepted from now on are forwarded to."""
         self.host = host
         self.port = port
         self.connect_timeout_s = connect_timeout_s
@@ -174,6 +190,19 @@ class TcpProxy:
         """Forward new connections normally again; already blackholed ones stay dead."""
         self._blackholed = False
 
+    def retarget(self, upstream: tuple[str, int] | str | os.PathLike[str]) -> None:
+        """Send connections accepted from now on to `upstream`; open ones keep their own.
+
+        Takes effect at once: every connection accepted after this call goes to the new upstream
+        (the upstream is chosen when a connection is accepted, before anything is awaited).
+        """
+        self.upstream = _upstream(upstream)
+
+    def active_to(self, upstream: tuple[str, int] | str | os.PathLike[str]) -> int:
+        """Open connections (dead ones included) that were sent to `upstream`."""
+        target = _upstream(upstream)
+        return sum(1 for link in self._links if link.target == target)
+
     @property
     def active(self) -> int:
         """Connections currently open through the proxy (dead ones included)."""
@@ -196,15 +225,17 @@ class TcpProxy:
 
     # -- forwarding ------------------------------------------------------------------------------
 
-    async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if isinstance(self.upstream, tuple):
-            return await asyncio.open_connection(*self.upstream)
-        return await asyncio.open_unix_connection(self.upstream)
+    @staticmethod
+    async def _open_upstream(target: Upstream) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if isinstance(target, tuple):
+            return await asyncio.open_connection(*target)
+        return await asyncio.open_unix_connection(target)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        link = _Link(writer, dead=self._blackholed)
+        # The upstream is fixed here, before any await: retarget() affects only later accepts.
+        link = _Link(writer, self.upstream, dead=self._blackholed)
         self._links[link] = task
         self.accepted_total += 1
         async with self._accepted:
@@ -216,7 +247,7 @@ class TcpProxy:
                 return
             try:
                 async with asyncio.timeout(self.connect_timeout_s):
-                    up_reader, up_writer = await self._open_upstream()
+                    up_reader, up_writer = await self._open_upstream(link.target)
             except (OSError, TimeoutError):
                 link.reset()
                 return
