@@ -46,6 +46,11 @@ class CircuitBreaker:
         self.open_until = 0.0
         """Monotonic time at which an open breaker lets a probe through."""
 
+    @property
+    def failures(self) -> int:
+        """Failed attempts since the last success."""
+        return self._failures
+
     def blocks_claims(self, now: float) -> bool:
         """True if no new delivery should be claimed for this endpoint now."""
         if self.state is BreakerState.OPEN:

@@ -21,6 +21,7 @@ import asyncio
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
@@ -46,6 +47,12 @@ ENDPOINT_REFRESH_S = 2.0
 
 NEAR_DUE_BATCH = 10_000
 """Most retries loaded into the timer wheel per look at the database."""
+
+CURSOR_TRAIL_IDS = 1_000
+"""Once caught up, fan-out scans start this many ids below the highest id seen (see _claim)."""
+
+FAN_OUT_GROWTH = 8
+"""While fan-out batches come back full, each next one doubles, up to this many claim_batch."""
 
 QUEUE_SLACK_S = 1.0
 """A held delivery whose lease leaves less than its total timeout minus this for the attempt is
@@ -83,12 +90,21 @@ class Dispatcher:
         self._stopping = False
         self._stopped = asyncio.Event()
         self._fan_out_after = 0
+        self._max_event_id = 0
         self._full_scan_at = 0.0
+        self._fan_out_batch = cfg.daemon.claim_batch
+        self._draining = False
+        self._due_wanted = True
+        """Whether a due claim may find something now: set by what makes deliveries due (a
+        fan-out that left some unleased, a give-back, a fired timer, room freed, a reconnect)."""
+        self._due_check_at = 0.0
+        """When a due claim runs anyway (every poll interval: other daemons' expired leases,
+        enables, retries beyond the timer horizon)."""
         self._background: set[asyncio.Task[None]] = set()
         self.planner = WakePlanner(cfg.daemon)
         self.asleep = self.planner.asleep
         self.ledger = InFlight(
-            cfg, self._attempt, self._give_back, self.planner.wake, metrics.in_flight
+            cfg, self._attempt, self._give_back, self._room_freed, metrics.in_flight
         )
         self.recorder = Recorder(
             cfg, store, writer, metrics, self._wheel, self._spawn, self._retry_planned
@@ -108,6 +124,12 @@ class Dispatcher:
     def rescan(self) -> None:
         """Look for work at once, from the start of the outbox (after a listener reconnect)."""
         self._fan_out_after = 0
+        self._due_wanted = True
+        self.planner.wake()
+
+    def _room_freed(self) -> None:
+        """An endpoint or origin that was held back at its cap has room again."""
+        self._due_wanted = True
         self.planner.wake()
 
     @property
@@ -193,11 +215,8 @@ class Dispatcher:
         backoff_s = 0.05
         while not self._stopping:
             try:
-                await self._round()
-                if not self.db_ok:
-                    log.info("database reachable again; claiming resumes")
-                self.db_ok = True
-                backoff_s = 0.05
+                if await self._round():
+                    backoff_s = 0.05
             except (StoreUnavailable, SecretKeyError) as exc:
                 self._metrics.db_errors.inc()
                 if self.db_ok:
@@ -206,31 +225,39 @@ class Dispatcher:
                 await self._pause(backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
 
-    async def _round(self) -> None:
-        """One look for work: claim what there is, or wait for the planner's next reason to look."""
+    async def _round(self) -> bool:
+        """One look for work: claim what there is, or wait for the planner's next reason to look.
+
+        Returns True if it reached the database (so the database is known to answer)."""
         cfg = self._cfg.daemon
         if self._writer.failing:
             # Outcomes are not being written: claim nothing until they are, so the buffer stays
             # bounded and no delivery of ours is claimed again while its outcome waits.
             await self._writer.wait_healthy(cfg.poll_interval_s)
-            return
+            return False
         if self.ledger.held >= cfg.max_in_flight:
             self.ledger.room.clear()
             await self._wait_event(self.ledger.room, cfg.poll_interval_s)
-            return
+            return False
         now = time.monotonic()
         if now - self._endpoints_loaded_at > ENDPOINT_REFRESH_S:
             await self._refresh_endpoints()
         found, more = await self._claim()
+        if not self.db_ok:
+            log.info("database reachable again; claiming resumes")
+            self.db_ok = True
         if found:
             await self.planner.working()
         if more or self._stopping:
-            return
+            return True
         if now - self._wheel_loaded_at > cfg.retry_horizon_s / 2:
             await self._load_near_due()
         await self.planner.idle(self._probe, self._next_wake_at)
+        if self.planner.last_reason == "timer":
+            self._due_wanted = True  # a retry or a breaker's cool-down fell due
         self._metrics.wakeups.labels(self.planner.last_reason).inc()
         self._wheel.advance(time.monotonic())
+        return True
 
     async def _claim(self) -> tuple[bool, bool]:
         """One fan-out and one due claim: (found anything, probably more to take right away)."""
@@ -244,33 +271,72 @@ class Dispatcher:
         rooms, _ = self._rooms()
         self._m_claims_fan_out.inc()
         lease_from = time.monotonic()
-        fan = await self._store.fan_out(cfg.claim_batch, cfg.lease_s, rooms, self._fan_out_after)
-        full = fan.events_claimed >= cfg.claim_batch
-        # While batches come back full, the next one starts past this one (dead index entries of
-        # claimed events are not scanned again); once caught up, scan from the start again.
-        self._fan_out_after = fan.last_event_id if full else 0
+        batch = self._fan_out_batch
+        # While a backlog drains (the last batch was full), the fresh lane takes the newest
+        # events too, so that events published now are not queued behind a storm's.
+        newest = max(1, cfg.claim_batch // 4) if self._draining else 0
+        fan = await self._store.fan_out(batch, cfg.lease_s, rooms, self._fan_out_after, newest)
+        full = fan.oldest_claimed >= batch
+        self._draining = full
+        # A backlog is drained in growing batches (up to FAN_OUT_GROWTH x claim_batch): while
+        # other work keeps the event loop busy, every round trip of the claim loop waits its
+        # turn, so fewer, larger fan-outs get a storm's events out of the way sooner.
+        self._fan_out_batch = (
+            min(batch * 2, cfg.claim_batch * FAN_OUT_GROWTH) if full else cfg.claim_batch
+        )
+        # Where the next scan starts. Fanned-out events leave dead entries at the front of the
+        # outbox index until vacuum, and every scan from the start walks them (each one a heap
+        # visit while an older transaction holds the horizon back): so while batches come back
+        # full, the next one starts past this one; once caught up, a little before the highest
+        # id seen, which still finds events that committed slightly out of id order. Anything
+        # older is found by the full scan every poll interval (above).
+        self._max_event_id = max(self._max_event_id, fan.last_event_id)
+        self._fan_out_after = (
+            fan.last_event_id if full else max(0, self._max_event_id - CURSOR_TRAIL_IDS)
+        )
         if fan.events_claimed:
             self._metrics.events_claimed.inc(fan.events_claimed)
+            if fan.unleased_endpoints:
+                self._due_wanted = True  # some were left unleased for endpoints without room
+                for ep in fan.unleased_endpoints:
+                    if (rt := self._endpoints.get(ep)) is not None:
+                        rt.backlog = True
             await self._dispatch(fan.deliveries, lease_from)
+        if self._wheel.advance(time.monotonic()):
+            self._due_wanted = True
         rooms, _ = self._rooms()
         free = cfg.max_in_flight - self.ledger.held
         due: list[Delivery] = []
         limit = min(cfg.claim_batch, free)
-        if rooms and limit > 0:
+        now = time.monotonic()
+        if not rooms or limit <= 0:
+            # Nothing could be claimed now; what changes that (room freed, a breaker's cool-down
+            # ending, a retry falling due) sets _due_wanted again.
+            self._due_wanted = False
+        elif self._due_wanted or now >= self._due_check_at:
+            # Only when something may be due: under steady load most rounds are one fan-out.
+            self._due_wanted = False
+            self._due_check_at = now + cfg.poll_interval_s
             self._m_claims_due.inc()
-            lease_from = time.monotonic()
             due = await self._store.claim_due(limit, cfg.lease_s, rooms)
-            await self._dispatch(due, lease_from)
-        self._wheel.advance(time.monotonic())
+            if len(due) >= limit:
+                self._due_wanted = True
+            got = Counter(d.endpoint_id for d in due)
+            for ep, room in rooms:
+                if (rt := self._endpoints.get(ep)) is not None:
+                    # A full room means more may be waiting; less means it was all there was.
+                    rt.backlog = got[ep] >= room
+            await self._dispatch(due, now)
         found = bool(fan.events_claimed or due)
         return found, full or (limit > 0 and len(due) >= limit)
 
     async def _probe(self) -> bool:
-        """Cheap look for work while lingering or after giving the awake lock back."""
-        if await self._store.outbox_waiting(0):
-            return True
-        rooms, _ = self._rooms()
-        return await self._store.due_waiting([ep for ep, _ in rooms])
+        """Cheap look for work while lingering or after giving the awake lock back: something
+        made deliveries due here, or events wait in the outbox (one index probe)."""
+        # Never from the very start (a dead prefix of the index makes that probe cost tens of ms
+        # after a burst): older late committers are the periodic full scan's.
+        after = max(self._fan_out_after, self._max_event_id - CURSOR_TRAIL_IDS)
+        return self._due_wanted or await self._store.outbox_waiting(after)
 
     def _next_wake_at(self) -> float | None:
         """Monotonic time of the next timer: a due retry or the end of a breaker's cool-down."""
@@ -336,6 +402,8 @@ class Dispatcher:
                 # One claim can bring more of an endpoint than its queue should hold (its limit
                 # shrank meanwhile): the rest go back unattempted instead of waiting on a lease.
                 self.recorder.give_back_delivery(d)
+                rt.backlog = True
+                self._due_wanted = True
                 continue
             body = bodies.get(d.event_id)
             if body is None:
@@ -345,6 +413,8 @@ class Dispatcher:
 
     def _give_back(self, held: Held) -> None:
         self.recorder.give_back(held)
+        held.rt.backlog = True
+        self._due_wanted = True
 
     # -- one attempt ---------------------------------------------------------------------------
 
@@ -358,7 +428,7 @@ class Dispatcher:
             # must end a margin before the lease does, with time left to write the outcome.
             deadline = held.lease_ends_at - LEASE_MARGIN_S - self._cfg.daemon.flush_interval_s
             if self._stopping or not rt.breaker.allow(now):
-                self.recorder.give_back(held)
+                self._give_back(held)
                 return
             if rt.deleted:
                 self.recorder.settle_held(held, DeliveryState.FAILED, "endpoint deleted")
@@ -372,7 +442,7 @@ class Dispatcher:
                 return
             if deadline - now < rt.total_timeout_s - QUEUE_SLACK_S:
                 # Too close to the end of its lease for a full attempt: give it back unattempted.
-                self.recorder.give_back(held)
+                self._give_back(held)
                 return
             held.sending = True
             held.started_unix_s = time.time()
@@ -412,7 +482,7 @@ class Dispatcher:
             # Cut off mid-request: the receiver may have seen it, so it counts as an attempt.
             self.recorder.cancelled(held)
         else:
-            self.recorder.give_back(held)
+            self._give_back(held)
 
     # -- side effects on endpoints, run as owned background tasks -----------------------------
 

@@ -104,8 +104,9 @@ class InFlight:
 
     `run_one(held)` is the coroutine that attempts one delivery and ends it exactly once (the
     dispatcher's, which uses the recorder); `give_back(held)` ends a delivery that will not be
-    attempted (at drain). `gauge` shows `held`. `on_room()` is called when an endpoint or origin that was held back at its
-    queue cap gets room again, so the claim loop can take more.
+    attempted (at drain). `gauge` shows `held`. `on_room()` is called when a delivery of an
+    endpoint with a backlog in the database (or of a full origin) ends, so the claim loop can
+    take more.
     """
 
     def __init__(
@@ -231,9 +232,9 @@ class InFlight:
 
     def _release(self, held: Held) -> None:
         rt = held.rt
-        at_cap = rt.held == self.endpoint_cap(rt) or (
-            self.origin_held[held.origin] == self.origin_cap()
-        )
+        # Room that the claim loop can use: the endpoint has a backlog in the database, or the
+        # origin was full (other endpoints of it may have been held back).
+        at_cap = rt.backlog or self.origin_held[held.origin] == self.origin_cap()
         rt.held -= 1
         self.origin_held[held.origin] -= 1
         if not self.origin_held[held.origin]:
@@ -242,7 +243,7 @@ class InFlight:
         self._gauge.set(self.held)
         self.room.set()
         if at_cap:
-            self._on_room()  # it leaves the held-back set: its backlog may be claimed
+            self._on_room()
 
     # -- shutdown --------------------------------------------------------------------------------
 

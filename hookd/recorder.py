@@ -37,6 +37,10 @@ from hookd.writer import OutcomeWriter
 
 log = logging.getLogger("hookd.recorder")
 
+FAILURES_BEFORE_SLOW_DOWN = 3
+"""Consecutive failed attempts of an endpoint after which each further failure halves its
+concurrency limit (success grows it back: hookd/limits.py)."""
+
 
 class Recorder:
     """Ends deliveries. `spawn(coro)` runs a side effect on an endpoint (disable on 410, breaker
@@ -104,7 +108,10 @@ class Recorder:
             d.attempt,
             rec.error,
         )
-        if cls.slow_down:
+        if cls.slow_down or rt.breaker.failures >= FAILURES_BEFORE_SLOW_DOWN:
+            # Back-pressure (429, 503, timeouts) at once; any other failure once it persists: a
+            # receiver that fails everything gets one request at a time, not a full window, and
+            # its storm cannot crowd healthy endpoints out of the event loop.
             rt.limit.slow_down()
         if rt.breaker.record(False, now):
             log.warning(

@@ -48,6 +48,9 @@ class EndpointRuntime:
     """Disabled while running (410 Gone), before the endpoint cache is reloaded."""
     deleted: bool = False
     """Gone from the database while some of its deliveries were still held."""
+    backlog: bool = False
+    """Due deliveries probably wait for it in the database (a fan-out left some unleased, a due
+    claim filled its whole room, a give-back): a freed slot should trigger a due claim."""
 
     @classmethod
     def build(cls, ep: Endpoint, cfg: Config) -> EndpointRuntime:

@@ -101,12 +101,16 @@ class FanOut:
     """Result of one fan-out claim: how many events were taken and the deliveries created."""
 
     events_claimed: int
+    oldest_claimed: int
+    """Of `events_claimed`, those taken oldest-first (not by the fresh lane)."""
     created: int
     """Deliveries created, including those left unleased for endpoints without room."""
     deliveries: list[Delivery]
     """The created deliveries leased to us."""
     last_event_id: int
-    """The highest event id claimed (0 if none)."""
+    """The highest id of the events claimed oldest-first (0 if none)."""
+    unleased_endpoints: frozenset[int]
+    """Endpoints some of whose new deliveries were left unleased (they had no room)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +228,7 @@ class Store:
             await store.close()
             if isinstance(exc, Exception) and is_transient(exc):
                 raise DatabaseUnavailable(
-                    f"cannot read the schema version: {_describe(exc)}"
+                    f"cannot connect to the database: {exc or type(exc).__name__}"
                 ) from None
             raise
         if version is None or version < migrate.latest_version():
@@ -271,6 +275,7 @@ class Store:
         lease_s: float,
         rooms: Sequence[tuple[int, int]] = (),
         after_id: int = 0,
+        newest: int = 0,
     ) -> FanOut:
         """Claim up to `limit` new events with ids above `after_id` and create their deliveries
         (one short transaction), whatever room endpoints have: the outbox is never blocked.
@@ -278,6 +283,8 @@ class Store:
         Of each endpoint's new deliveries, the first `room` (from `rooms`, (endpoint id, room)
         pairs; endpoints not listed have none) are leased to us for `lease_s` seconds; the others
         stay pending and unleased, due now, for a later `claim_due` by whoever has room.
+        `newest` more events are taken from the newest end of the outbox (the fresh lane, used
+        while a backlog drains).
         """
         rows = await self.pool.fetch(
             QUERIES["fan_out"],
@@ -287,14 +294,18 @@ class Store:
             [ep for ep, _ in rooms],
             [room for _, room in rooms],
             after_id,
+            newest,
         )
         events = {r["event_id"] for r in rows}
+        oldest = {r["event_id"] for r in rows if not r["newest"]}
         created = [r for r in rows if r["id"] is not None]
         return FanOut(
             len(events),
+            len(oldest),
             len(created),
             [_delivery(r) for r in created if r["leased"]],
-            max(events, default=0),
+            max((r["event_id"] for r in rows if not r["newest"]), default=0),
+            frozenset(r["endpoint_id"] for r in created if not r["leased"]),
         )
 
     @_mapped
@@ -367,13 +378,6 @@ class Store:
     async def outbox_waiting(self, after_id: int = 0) -> bool:
         """True if an event with an id above `after_id` waits for fan-out (one index probe)."""
         return bool(await self.pool.fetchval(QUERIES["outbox_waiting"], after_id))
-
-    @_mapped
-    async def due_waiting(self, endpoints: Sequence[int]) -> bool:
-        """True if a delivery of one of `endpoints` is due now (one index probe each)."""
-        if not endpoints:
-            return False
-        return bool(await self.pool.fetchval(QUERIES["due_waiting"], list(endpoints)))
 
     @_mapped
     async def install_id(self) -> str:

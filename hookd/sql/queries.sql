@@ -1,21 +1,33 @@
 -- Named queries used by hookd.store. Each block starts with "-- name: <name>".
 
 -- name: fan_out
--- Claim up to $1 events not yet fanned out, with ids above $6, and create one delivery per
--- matching enabled endpoint, whatever room the endpoints have (the outbox is never blocked). Of
--- each endpoint's new deliveries, the first `room` of ($4, $5) are leased at once to $3 for $2
--- seconds; the rest (and all of endpoints not listed) stay pending, unleased and due now.
+-- Claim up to $1 events not yet fanned out, oldest first from ids above $6, plus up to $7 of the
+-- newest ones (the fresh lane: while a backlog drains from its head, events published now still
+-- go out at once), and create one delivery per matching enabled endpoint, whatever room the
+-- endpoints have (the outbox is never blocked). Of each endpoint's new deliveries, the first
+-- `room` of ($4, $5) are leased at once to $3 for $2 seconds; the rest (and all of endpoints not
+-- listed) stay pending, unleased and due now.
 -- $6 lets a draining daemon start past the index entries of events it already fanned out (dead
 -- until vacuum, but still visited by a scan from the start); a scan from 0 catches the rest.
-WITH ev AS (
+WITH head AS (
     SELECT id, event_type, tenant, created_at, payload
     FROM hookd.events
     WHERE fanned_out_at IS NULL AND id > $6
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
+), tail AS (
+    SELECT id, event_type, tenant, created_at, payload
+    FROM hookd.events
+    WHERE fanned_out_at IS NULL AND id <> ALL (ARRAY(SELECT id FROM head))
+    ORDER BY id DESC
+    LIMIT $7
+    FOR UPDATE SKIP LOCKED
+), ev AS (
+    SELECT *, false AS newest FROM head UNION ALL SELECT *, true FROM tail
 ), marked AS (
-    UPDATE hookd.events e SET fanned_out_at = now() FROM ev WHERE e.id = ev.id
+    -- By primary key: a join here lets the planner scan the whole history.
+    UPDATE hookd.events e SET fanned_out_at = now() WHERE e.id = ANY (ARRAY(SELECT id FROM ev))
 ), pairs AS (
     SELECT ev.id AS event_id, ep.id AS endpoint_id,
            row_number() OVER (PARTITION BY ep.id ORDER BY ev.id) <= coalesce(r.room, 0) AS lease
@@ -38,8 +50,10 @@ WITH ev AS (
 )
 -- One row per delivery created, plus one row with NULL delivery columns per event that matched no
 -- endpoint, so the caller can count the events it claimed. `leased` tells which rows are ours.
+-- Only leased rows carry the payload: the others are counted, not sent.
 SELECT ins.id, ins.endpoint_id, ins.attempts, ins.lease_owner IS NOT NULL AS leased,
-       ev.id AS event_id, ev.event_type, ev.created_at, ev.payload
+       ev.id AS event_id, ev.event_type, ev.created_at, ev.newest,
+       CASE WHEN ins.lease_owner IS NOT NULL THEN ev.payload END AS payload
 FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
 
 -- name: claim_due
@@ -134,16 +148,6 @@ UPDATE hookd.endpoints SET breaker_open_until = $2 WHERE id = $1;
 -- name: outbox_waiting
 -- Is an event with an id above $1 waiting for fan-out? One probe of events_pending_fanout.
 SELECT EXISTS (SELECT 1 FROM hookd.events WHERE fanned_out_at IS NULL AND id > $1);
-
--- name: due_waiting
--- Is a delivery of one of the endpoints in $1 due now? One probe of deliveries_due_by_endpoint each.
-SELECT EXISTS (
-    SELECT 1 FROM unnest($1::bigint[]) AS r (endpoint_id)
-    WHERE EXISTS (
-        SELECT 1 FROM hookd.deliveries d
-        WHERE d.state = 'pending' AND d.endpoint_id = r.endpoint_id AND d.next_attempt_at <= now()
-    )
-);
 
 -- name: install_id
 SELECT install_id FROM hookd.meta;
