@@ -29,12 +29,16 @@ GOAL_IDLE_GAP_MS = 2.0
 """hookd's idle p50 minus the LISTEN/NOTIFY floor's p50, at most (ms)."""
 GOAL_WAKEUP_COST = 0.05
 """1 - (hookd.publish commits/s) / (no-wake-up copy commits/s), at most."""
-GOAL_CPU_S_PER_1000 = 0.15
+GOAL_CPU_S_PER_1000 = 0.11
 """Daemon CPU seconds per 1,000 deliveries in the burst, at most."""
 GOAL_RSS_MIB = 150.0
 """Daemon peak resident memory, below (MiB), in every run."""
 GOAL_HEALTHY_THROUGHPUT = 0.90
 GOAL_HEALTHY_P99 = 1.20
+GOAL_STEADY_TO_BURST = 0.8
+"""hookd's max sustainable steady deliveries/s over its burst deliveries/s, at least."""
+GOAL_STORM_P99 = 1.2
+"""Healthy hosts' p99 during a retry storm over before it, at most."""
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
@@ -178,6 +182,43 @@ def goals(s: Mapping[str, Any]) -> list[Goal]:
             lambda v: v == 0,
         ),
     ]
+    steady_max = _get(s, "steady", "max_sustainable_deliveries_per_s")
+    burst = _get(s, "burst", "systems", "hookd", "deliveries_per_s")
+    out.append(
+        _goal(
+            "steady: max sustainable deliveries/s ÷ burst deliveries/s",
+            round(steady_max / burst, 3) if steady_max and burst else None,
+            f">= {GOAL_STEADY_TO_BURST}",
+            lambda v: v >= GOAL_STEADY_TO_BURST,
+        )
+    )
+    half = _get(s, "steady", "points", "50%", "latency")
+    peers = _get(s, "steady", "peers_at_50pct") or {}
+    for q in ("p50_ms", "p99_ms"):
+        theirs = [
+            _get(rec, "latency", q)
+            for rec in peers.values()
+            if _get(rec, "latency", q) is not None and rec.get("sustainable")
+        ]
+        ours = _get(half, q)
+        out.append(
+            _goal(
+                f"steady at 50 % of hookd's max: hookd {q[:3]} ÷ the better peer's at that rate",
+                round(ours / min(theirs), 3) if ours is not None and theirs else None,
+                "<= 1.0",
+                lambda v: v <= 1.0,
+            )
+        )
+    before = _get(s, "storm", "background_p99_before_ms")
+    during = _get(s, "storm", "background_p99_during_ms")
+    out.append(
+        _goal(
+            "retry storm: healthy hosts' p99 during ÷ before",
+            round(during / before, 3) if before and during else None,
+            f"<= {GOAL_STORM_P99}",
+            lambda v: v <= GOAL_STORM_P99,
+        )
+    )
     for name, label in (("slow_1s", "one host 1 s slow"), ("hung_and_10s", "hung + 10 s hosts")):
         comp = _get(s, "faults", "comparisons", name)
         out.append(
