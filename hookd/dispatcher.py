@@ -51,9 +51,6 @@ NEAR_DUE_BATCH = 10_000
 CURSOR_TRAIL_IDS = 1_000
 """Once caught up, fan-out scans start this many ids below the highest id seen (see _claim)."""
 
-FAN_OUT_GROWTH = 8
-"""While fan-out batches come back full, each next one doubles, up to this many claim_batch."""
-
 QUEUE_SLACK_S = 1.0
 """A held delivery whose lease leaves less than its total timeout minus this for the attempt is
 given back unattempted; one that starts within it gets a budget that much shorter at most."""
@@ -92,7 +89,6 @@ class Dispatcher:
         self._fan_out_after = 0
         self._max_event_id = 0
         self._full_scan_at = 0.0
-        self._fan_out_batch = cfg.daemon.claim_batch
         self._draining = False
         self._due_wanted = True
         """Whether a due claim may find something now: set by what makes deliveries due (a
@@ -220,7 +216,12 @@ class Dispatcher:
             except (StoreUnavailable, SecretKeyError) as exc:
                 self._metrics.db_errors.inc()
                 if self.db_ok:
-                    log.warning("database unavailable (%s); retrying with backoff", exc)
+                    what = (
+                        "database unavailable"
+                        if isinstance(exc, StoreUnavailable)
+                        else "cannot read stored endpoint secrets (security.secret_key_file)"
+                    )
+                    log.warning("%s (%s); retrying with backoff", what, exc)
                 self.db_ok = False
                 await self._pause(backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)
@@ -256,7 +257,8 @@ class Dispatcher:
         if self.planner.last_reason == "timer":
             self._due_wanted = True  # a retry or a breaker's cool-down fell due
         self._metrics.wakeups.labels(self.planner.last_reason).inc()
-        self._wheel.advance(time.monotonic())
+        if self._wheel.advance(time.monotonic()):
+            self._due_wanted = True
         return True
 
     async def _claim(self) -> tuple[bool, bool]:
@@ -271,19 +273,13 @@ class Dispatcher:
         rooms, _ = self._rooms()
         self._m_claims_fan_out.inc()
         lease_from = time.monotonic()
-        batch = self._fan_out_batch
+        batch = cfg.claim_batch
         # While a backlog drains (the last batch was full), the fresh lane takes the newest
         # events too, so that events published now are not queued behind a storm's.
         newest = max(1, cfg.claim_batch // 4) if self._draining else 0
         fan = await self._store.fan_out(batch, cfg.lease_s, rooms, self._fan_out_after, newest)
         full = fan.oldest_claimed >= batch
         self._draining = full
-        # A backlog is drained in growing batches (up to FAN_OUT_GROWTH x claim_batch): while
-        # other work keeps the event loop busy, every round trip of the claim loop waits its
-        # turn, so fewer, larger fan-outs get a storm's events out of the way sooner.
-        self._fan_out_batch = (
-            min(batch * 2, cfg.claim_batch * FAN_OUT_GROWTH) if full else cfg.claim_batch
-        )
         # Where the next scan starts. Fanned-out events leave dead entries at the front of the
         # outbox index until vacuum, and every scan from the start walks them (each one a heap
         # visit while an older transaction holds the horizon back): so while batches come back
