@@ -48,6 +48,16 @@ def available() -> list[Migration]:
     return [found[v] for v in sorted(found)]
 
 
+CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError, ValueError)
+"""What opening a connection raises when the server cannot be reached, refuses us, or the DSN is
+malformed."""
+
+
+def cannot_connect(exc: BaseException) -> DatabaseUnavailable:
+    """The one-line error for a failed connection attempt (no driver traceback)."""
+    return DatabaseUnavailable(f"cannot connect to the database: {exc or type(exc).__name__}")
+
+
 async def apply_to(dsn: str, *, connect_timeout_s: float) -> list[int]:
     """Connect to `dsn`, bring the schema up to date (`apply`), disconnect; return what was applied.
 
@@ -56,16 +66,8 @@ async def apply_to(dsn: str, *, connect_timeout_s: float) -> list[int]:
     """
     try:
         conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
-    except (
-        OSError,
-        asyncpg.PostgresError,
-        asyncpg.InterfaceError,
-        TimeoutError,
-        ValueError,
-    ) as exc:
-        raise DatabaseUnavailable(
-            f"cannot connect to the database: {exc or type(exc).__name__}"
-        ) from None
+    except CONNECT_ERRORS as exc:
+        raise cannot_connect(exc) from None
     try:
         return await apply(conn)
     finally:

@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 
 from hookd import migrate
-from hookd.errors import DatabaseUnavailable, SchemaMissing, StoreUnavailable
+from hookd.errors import SchemaMissing, StoreUnavailable
 from hookd.models import AttemptRecord, Delivery, Endpoint, Outcome
 from hookd.secretbox import SecretBox
 
@@ -207,16 +207,8 @@ class Store:
                 command_timeout=command_timeout_s,
                 server_settings=_SERVER_SETTINGS,
             )
-        except (
-            OSError,
-            asyncpg.PostgresError,
-            asyncpg.InterfaceError,
-            TimeoutError,
-            ValueError,
-        ) as exc:
-            raise DatabaseUnavailable(
-                f"cannot connect to the database: {exc or type(exc).__name__}"
-            ) from None
+        except migrate.CONNECT_ERRORS as exc:
+            raise migrate.cannot_connect(exc) from None
         assert pool is not None
         store = cls(pool, owner, box)
         if not check_schema:
@@ -227,9 +219,7 @@ class Store:
         except BaseException as exc:
             await store.close()
             if isinstance(exc, Exception) and is_transient(exc):
-                raise DatabaseUnavailable(
-                    f"cannot connect to the database: {exc or type(exc).__name__}"
-                ) from None
+                raise migrate.cannot_connect(exc) from None
             raise
         if version is None or version < migrate.latest_version():
             await store.close()

@@ -39,11 +39,8 @@ servers' activity views and log). The only deliberate pause is READ_ONLY_HOLD_S:
 
 from __future__ import annotations
 
-import asyncio
 import re
 import signal
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import asyncpg
@@ -54,6 +51,7 @@ from support.pgserver import PgServer, hot_standby, private_postgres
 from support.proc import DaemonProcess, write_config
 from support.receiver import SLOW, Behaviour, Receiver
 from support.tcpproxy import TcpProxy
+from support.watch import alive_for, report, wait_for
 
 POOL_SIZE = 1
 """The daemon's pool: one connection, so only dropping it leads back to P (module docstring)."""
@@ -87,50 +85,6 @@ _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceErr
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _report(proc: DaemonProcess, tail: int = 60) -> str:
-    """The daemon's status and the tail of its stderr, for failure messages."""
-    lines = proc.lines
-    return (
-        f"{proc.name} running={proc.running} exit status {proc.returncode}; {len(lines)} stderr"
-        f" lines\n--- last {tail} stderr lines ---\n" + "\n".join(lines[-tail:])
-    )
-
-
-async def _died(proc: DaemonProcess, when: str) -> AssertionError:
-    await proc.wait_exit(10)  # reap it (bounded) so the status and the last lines are known
-    return AssertionError(f"{proc.name} exited {when}: {_report(proc)}")
-
-
-async def _alive_for(proc: DaemonProcess, seconds: float, when: str) -> None:
-    """Let `seconds` pass (the scenario's length); fail at once if the daemon exits meanwhile."""
-    try:
-        await proc.wait_exit(seconds)
-    except AssertionError:
-        return  # still running `seconds` later, as it should
-    raise await _died(proc, when)
-
-
-async def _wait_for(
-    proc: DaemonProcess,
-    check: Callable[[], Awaitable[bool]],
-    what: str,
-    timeout_s: float,
-    *,
-    pause_s: float = 0.05,
-) -> None:
-    """Poll `check()` with short pauses until it holds; fail at once if the daemon exits, or
-    after `timeout_s`."""
-    started = time.monotonic()
-    while True:
-        if not proc.running:
-            raise await _died(proc, f"while waiting for {what}")
-        if await check():
-            return
-        if time.monotonic() - started > timeout_s:
-            raise AssertionError(f"{what}: not within {timeout_s}s; {_report(proc)}")
-        await asyncio.sleep(pause_s)
 
 
 async def _count(dsn: str, query: str) -> int | None:
@@ -191,10 +145,10 @@ async def test_failover_to_a_read_only_standby_and_back(tmp_path: Path, when: st
                 await _run_scenario(proc, db, primary, standby, proxy, rx, when)
                 proc.send(signal.SIGTERM)
                 code = await proc.wait_exit(15)
-                assert code == 0, f"exit status {code} after SIGTERM: {_report(proc)}"
+                assert code == 0, f"exit status {code} after SIGTERM: {report(proc)}"
         finally:
             await db.close(timeout=5)
-        assert "Traceback" not in proc.stderr, f"a traceback on stderr: {_report(proc, 200)}"
+        assert "Traceback" not in proc.stderr, f"a traceback on stderr: {report(proc, 200)}"
 
 
 async def _run_scenario(
@@ -216,7 +170,7 @@ async def _run_scenario(
     if when == "in_flight":
         await rx.wait_for(lambda r: r.in_flight >= BEFORE_EVENTS, timeout_s=10)
     else:
-        await _wait_for(proc, delivered_all, "the first events delivered", 10)
+        await wait_for(proc, delivered_all, "the first events delivered", 10)
 
     # 2. Failover: new connections go to S, the open ones (pool and LISTEN) are reset.
     await standby.wait_replayed(primary)
@@ -230,30 +184,30 @@ async def _run_scenario(
         on_s = await _count(standby.dsn, _POOL_BACKENDS)
         return on_p == 0 and on_s is not None and on_s >= 1
 
-    await _wait_for(proc, pool_on_standby_only, "the daemon's pool reconnected to S only", 10)
+    await wait_for(proc, pool_on_standby_only, "the daemon's pool reconnected to S only", 10)
     during = await _publish(db, DURING_EVENTS, "during")
     expected |= during
 
     async def refused_on_standby() -> bool:
         return _refused_writes(standby) > refused_before
 
-    await _wait_for(proc, refused_on_standby, "S refusing a write of the daemon", 10)
-    await _alive_for(proc, READ_ONLY_HOLD_S, "while its connections were on the read-only S")
+    await wait_for(proc, refused_on_standby, "S refusing a write of the daemon", 10)
+    await alive_for(proc, READ_ONLY_HOLD_S, "while its connections were on the read-only S")
     refused = _refused_writes(standby) - refused_before
-    assert refused <= MAX_REFUSED_WRITES, f"S refused {refused} writes: no backoff? {_report(proc)}"
+    assert refused <= MAX_REFUSED_WRITES, f"S refused {refused} writes: no backoff? {report(proc)}"
     early = during & {r.webhook_id for r in rx.requests}
     assert not early, f"{len(early)} events delivered while the daemon could not write"
-    assert "database unavailable" in proc.stderr, f"no database error logged: {_report(proc)}"
+    assert "database unavailable" in proc.stderr, f"no database error logged: {report(proc)}"
 
     # 3. P is reachable again for new connections; the daemon's connection to S stays open.
     async def still_on_standby() -> bool:
         on_s = await _count(standby.dsn, _POOL_BACKENDS)
         return proxy.active_to(_upstream(standby)) >= 1 and bool(on_s)
 
-    await _wait_for(proc, still_on_standby, "a live pool connection to S before switching", 10)
+    await wait_for(proc, still_on_standby, "a live pool connection to S before switching", 10)
     proxy.retarget(_upstream(primary))
     try:
-        await _wait_for(
+        await wait_for(
             proc, delivered_all, "every delivery 'delivered' on P", RECOVERY_TIMEOUT_S, pause_s=0.1
         )
     except AssertionError as exc:
@@ -269,4 +223,4 @@ async def _run_scenario(
     async def gone_from_standby() -> bool:
         return await _count(standby.dsn, _POOL_BACKENDS) == 0
 
-    await _wait_for(proc, gone_from_standby, "the daemon's pool connections to S closed", 10)
+    await wait_for(proc, gone_from_standby, "the daemon's pool connections to S closed", 10)

@@ -30,12 +30,10 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -49,6 +47,7 @@ from support.pgserver import PgServer, free_port_below_ephemeral, private_postgr
 from support.proc import READY_LINE, DaemonProcess, write_config
 from support.receiver import SLOW, Receiver
 from support.tcpproxy import TcpProxy
+from support.watch import alive_for, assert_no_traceback, report, wait_for
 
 _PUBLISH_MANY = (
     "SELECT hookd.publish('order.paid', jsonb_build_object('i', i)) FROM generate_series(1, $1) i"
@@ -57,62 +56,6 @@ _DB_ERRORS = (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceErr
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-
-
-def _report(proc: DaemonProcess | _Unready, tail: int = 60) -> str:
-    """The daemon's stderr for a failure message: each traceback's last line, then the tail."""
-    lines = proc.lines
-    ends = [
-        line.strip()
-        for i, line in enumerate(lines)
-        if re.match(r"^\s*[|]?\s*[A-Za-z_][\w.]*(Error|Exception|Group)\b.*:", line)
-        and any("Traceback" in earlier for earlier in lines[max(0, i - 200) : i])
-    ]
-    head = f"{proc.name} exit status {proc.returncode}; {len(lines)} stderr lines"
-    if ends:
-        head += "; exceptions in tracebacks:\n  " + "\n  ".join(dict.fromkeys(ends))
-    return f"{head}\n--- last {tail} stderr lines ---\n" + "\n".join(lines[-tail:])
-
-
-def _assert_no_traceback(proc: DaemonProcess | _Unready) -> None:
-    assert "Traceback" not in proc.stderr, f"a traceback on stderr: {_report(proc, 200)}"
-
-
-async def _died(proc: DaemonProcess, when: str) -> AssertionError:
-    # Reap it (bounded) so the status and the last stderr lines are known.
-    await proc.wait_exit(10)
-    return AssertionError(f"{proc.name} exited {when}: {_report(proc)}")
-
-
-async def _alive_for(proc: DaemonProcess, seconds: float, when: str) -> None:
-    """Let `seconds` pass (the scenario's length, not a readiness wait); fail at once if the
-    daemon exits meanwhile."""
-    try:
-        await proc.wait_exit(seconds)
-    except AssertionError:
-        return  # still running `seconds` later, as it should
-    raise await _died(proc, when)
-
-
-async def _wait_for(
-    proc: DaemonProcess,
-    check: Callable[[], Awaitable[bool]],
-    what: str,
-    timeout_s: float,
-    *,
-    pause_s: float = 0.1,
-) -> None:
-    """Poll `check()` with short pauses until it holds; fail at once if the daemon exits, or
-    after `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if not proc.running:
-            raise await _died(proc, f"while waiting for {what}")
-        if await check():
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s}s; {_report(proc)}")
-        await asyncio.sleep(pause_s)
 
 
 async def _readyz(session: aiohttp.ClientSession, port: int) -> int | None:
@@ -137,7 +80,7 @@ async def _wait_readyz(proc: DaemonProcess, port: int, want: int, timeout_s: flo
             return status == want
 
         try:
-            await _wait_for(proc, check, f"/readyz answering {want}", timeout_s)
+            await wait_for(proc, check, f"/readyz answering {want}", timeout_s)
         except AssertionError as exc:
             raise AssertionError(f"/readyz answered, in order: {seen}; {exc}") from None
 
@@ -165,7 +108,7 @@ async def _webhook_ids(db: asyncpg.Connection) -> set[str]:
 async def _sigterm_exits_0(proc: DaemonProcess, timeout_s: float = 15.0) -> None:
     proc.send(signal.SIGTERM)
     code = await proc.wait_exit(timeout_s)
-    assert code == 0, f"exit status {code} after SIGTERM: {_report(proc)}"
+    assert code == 0, f"exit status {code} after SIGTERM: {report(proc)}"
 
 
 # -- 1. the database goes away with deliveries in flight -------------------------------------------
@@ -203,11 +146,11 @@ async def test_database_outage_with_deliveries_in_flight(tmp_path: Path) -> None
                 )
                 return done == OUTAGE_EVENTS
 
-            await _wait_for(proc, all_delivered, "every delivery 'delivered'", 40, pause_s=0.2)
+            await wait_for(proc, all_delivered, "every delivery 'delivered'", 40, pause_s=0.2)
             missing = expected - {r.webhook_id for r in rx.requests}
             assert not missing, f"{len(missing)} events never reached the receiver"
             await _sigterm_exits_0(proc)
-        _assert_no_traceback(proc)
+        assert_no_traceback(proc)
 
 
 async def _outage(pg: PgServer, proc: DaemonProcess, admin_port: int) -> None:
@@ -217,7 +160,7 @@ async def _outage(pg: PgServer, proc: DaemonProcess, admin_port: int) -> None:
     try:
         await _wait_readyz(proc, admin_port, 503, OUTAGE_S)
         left_s = OUTAGE_S - (time.monotonic() - stopped_at)
-        await _alive_for(proc, max(0.0, left_s), "while PostgreSQL was down")
+        await alive_for(proc, max(0.0, left_s), "while PostgreSQL was down")
     finally:
         await pg.start()
 
@@ -255,7 +198,7 @@ async def test_pool_backends_killed_while_the_claim_loop_goes_idle(
                     await asyncio.sleep(rng.uniform(0.004, 0.02))
                 # (i % 4 == 3: kill while the loop sleeps and its connections idle in the pool.)
                 killed += await db.fetchval(_KILL_POOL)
-                await _alive_for(proc, STORM_PAUSE_S, f"during the storm (round {i + 1})")
+                await alive_for(proc, STORM_PAUSE_S, f"during the storm (round {i + 1})")
             # The storm must have hit something: the pool's backends are named 'hookd'.
             assert killed >= STORM_ROUNDS // 2, f"only {killed} pool backends were terminated"
 
@@ -269,11 +212,11 @@ async def test_pool_backends_killed_while_the_claim_loop_goes_idle(
                 )
                 return bool(n == len(expected))
 
-            await _wait_for(proc, all_delivered, "every delivery 'delivered'", 30)
+            await wait_for(proc, all_delivered, "every delivery 'delivered'", 30)
             missing = expected - {r.webhook_id for r in rx.requests}
             assert not missing, f"{len(missing)} events never reached the receiver"
             await _sigterm_exits_0(proc)
-        _assert_no_traceback(proc)
+        assert_no_traceback(proc)
 
 
 # -- 3. stop while LISTEN cannot connect -----------------------------------------------------------
@@ -364,7 +307,7 @@ class _Unready:
                 self.returncode = await self._proc.wait()
         except TimeoutError:
             raise AssertionError(
-                f"{self.name} still running {timeout_s}s later: {_report(self)}"
+                f"{self.name} still running {timeout_s}s later: {report(self)}"
             ) from None
         return self.returncode
 
@@ -380,14 +323,14 @@ async def test_sigterm_while_listen_cannot_connect(dsn: str, tmp_path: Path, kin
             # The readiness signal: the daemon's LISTEN connection reached the dead path (for
             # "refused", twice: it is in its retry loop; for "blackhole", its connect now hangs).
             await proxy.wait_for_accepted(2 if kind == "refused" else 1, timeout_s=15)
-            assert proc.running, f"exited before SIGTERM: {_report(proc)}"
+            assert proc.running, f"exited before SIGTERM: {report(proc)}"
             proc.send(signal.SIGTERM)
             sent_at = time.monotonic()
             code = await proc.wait_exit(5)
             took_s = time.monotonic() - sent_at
-        assert code == 0, f"exit status {code} {took_s:.1f}s after SIGTERM: {_report(proc)}"
-        assert READY_LINE not in proc.stderr, f"ready without LISTEN: {_report(proc)}"
-        _assert_no_traceback(proc)
+        assert code == 0, f"exit status {code} {took_s:.1f}s after SIGTERM: {report(proc)}"
+        assert READY_LINE not in proc.stderr, f"ready without LISTEN: {report(proc)}"
+        assert_no_traceback(proc)
 
 
 async def test_stop_before_ready_returns(dsn: str, tmp_path: Path) -> None:
