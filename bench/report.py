@@ -1,4 +1,4 @@
-"""Results: the machine's description, the goals, the JSON summary and the markdown tables.
+"""Results: the machine's description, the JSON summary and the markdown tables (goals: bench/goals.py).
 
 Every record is one JSON line in `bench/results/<UTC timestamp>.jsonl`: first the environment,
 then one line per scenario as it finishes (so a failed run keeps what it measured), then the
@@ -11,34 +11,16 @@ import importlib.metadata
 import os
 import platform
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import orjson
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+from bench.goals import get, goals
 
-GOAL_BURST_RATIO = 0.85
-"""hookd's burst deliveries/s over the raw aiohttp ceiling, at least."""
-GOAL_PEER_RATIO = 2.0
-"""hookd's burst deliveries/s over the better peer's, at least."""
-GOAL_IDLE_GAP_MS = 2.0
-"""hookd's idle p50 minus the LISTEN/NOTIFY floor's p50, at most (ms)."""
-GOAL_WAKEUP_COST = 0.05
-"""1 - (hookd.publish commits/s) / (no-wake-up copy commits/s), at most."""
-GOAL_CPU_S_PER_1000 = 0.11
-"""Daemon CPU seconds per 1,000 deliveries in the burst, at most."""
-GOAL_RSS_MIB = 150.0
-"""Daemon peak resident memory, below (MiB), in every run."""
-GOAL_HEALTHY_THROUGHPUT = 0.90
-GOAL_HEALTHY_P99 = 1.20
-GOAL_STEADY_TO_BURST = 0.8
-"""hookd's max sustainable steady deliveries/s over its burst deliveries/s, at least."""
-GOAL_STORM_P99 = 1.2
-"""Healthy hosts' p99 during a retry storm over before it, at most."""
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def append_jsonl(path: Path, record: Mapping[str, Any]) -> None:
@@ -108,138 +90,6 @@ def environment(
     }
 
 
-@dataclass(frozen=True, slots=True)
-class Goal:
-    """One goal and how this run did against it."""
-
-    name: str
-    value: float | None
-    target: str
-    met: bool | None
-    """None when the figure was not measured (scenario skipped or failed)."""
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON form."""
-        return {"goal": self.name, "value": self.value, "target": self.target, "met": self.met}
-
-
-def _goal(name: str, value: float | None, target: str, ok: Callable[[float], bool]) -> Goal:
-    return Goal(name, value, target, None if value is None else ok(value))
-
-
-def _get(d: Mapping[str, Any] | None, *path: str) -> Any:
-    cur: Any = d
-    for key in path:
-        if not isinstance(cur, Mapping):
-            return None
-        cur = cur.get(key)
-    return cur
-
-
-def goals(s: Mapping[str, Any]) -> list[Goal]:
-    """Evaluate the goals on a summary (figures that were not measured give met=None)."""
-    out = [
-        _goal(
-            "burst: hookd deliveries/s ÷ raw aiohttp ceiling",
-            _get(s, "burst", "hookd_ratio_to_raw"),
-            f">= {GOAL_BURST_RATIO}",
-            lambda v: v >= GOAL_BURST_RATIO,
-        ),
-        _goal(
-            "burst: hookd deliveries/s ÷ the better peer's",
-            _get(s, "burst", "hookd_ratio_to_best_peer"),
-            f">= {GOAL_PEER_RATIO}",
-            lambda v: v >= GOAL_PEER_RATIO,
-        ),
-        _goal(
-            "idle: hookd p50 - LISTEN/NOTIFY floor p50 (ms, from COMMIT returned)",
-            _get(s, "idle", "hookd_p50_minus_floor_ms"),
-            f"<= {GOAL_IDLE_GAP_MS}",
-            lambda v: v <= GOAL_IDLE_GAP_MS,
-        ),
-        _goal(
-            "publish: wake-up cost, 1 - hookd ÷ no wake-up (16 writers)",
-            _get(s, "publish", "wakeup_cost"),
-            f"<= {GOAL_WAKEUP_COST}",
-            lambda v: v <= GOAL_WAKEUP_COST,
-        ),
-        _goal(
-            "burst: daemon CPU-s per 1,000 deliveries",
-            _get(s, "burst", "systems", "hookd", "cpu_s_per_1000", "sut"),
-            f"<= {GOAL_CPU_S_PER_1000}",
-            lambda v: v <= GOAL_CPU_S_PER_1000,
-        ),
-        _goal(
-            "daemon peak RSS, MiB (highest of all hookd runs)",
-            s.get("hookd_peak_rss_mib"),
-            f"< {GOAL_RSS_MIB:.0f}",
-            lambda v: v < GOAL_RSS_MIB,
-        ),
-        _goal(
-            "missing deliveries (all runs)",
-            s.get("missing_total"),
-            "= 0",
-            lambda v: v == 0,
-        ),
-    ]
-    steady_max = _get(s, "steady", "max_sustainable_deliveries_per_s")
-    burst = _get(s, "burst", "systems", "hookd", "deliveries_per_s")
-    out.append(
-        _goal(
-            "steady: max sustainable deliveries/s ÷ burst deliveries/s",
-            round(steady_max / burst, 3) if steady_max and burst else None,
-            f">= {GOAL_STEADY_TO_BURST}",
-            lambda v: v >= GOAL_STEADY_TO_BURST,
-        )
-    )
-    half = _get(s, "steady", "points", "50%", "latency")
-    peers = _get(s, "steady", "peers_at_50pct") or {}
-    for q in ("p50_ms", "p99_ms"):
-        theirs = [
-            _get(rec, "latency", q)
-            for rec in peers.values()
-            if _get(rec, "latency", q) is not None and rec.get("sustainable")
-        ]
-        ours = _get(half, q)
-        out.append(
-            _goal(
-                f"steady at 50 % of hookd's max: hookd {q[:3]} ÷ the better peer's at that rate",
-                round(ours / min(theirs), 3) if ours is not None and theirs else None,
-                "<= 1.0",
-                lambda v: v <= 1.0,
-            )
-        )
-    before = _get(s, "storm", "background_p99_before_ms")
-    during = _get(s, "storm", "background_p99_during_ms")
-    out.append(
-        _goal(
-            "retry storm: healthy hosts' p99 during ÷ before",
-            round(during / before, 3) if before and during else None,
-            f"<= {GOAL_STORM_P99}",
-            lambda v: v <= GOAL_STORM_P99,
-        )
-    )
-    for name, label in (("slow_1s", "one host 1 s slow"), ("hung_and_10s", "hung + 10 s hosts")):
-        comp = _get(s, "faults", "comparisons", name)
-        out.append(
-            _goal(
-                f"faults, {label}: healthy hosts' throughput ÷ no fault",
-                _get(comp, "throughput_ratio"),
-                f">= {GOAL_HEALTHY_THROUGHPUT}",
-                lambda v: v >= GOAL_HEALTHY_THROUGHPUT,
-            )
-        )
-        out.append(
-            _goal(
-                f"faults, {label}: healthy hosts' p99 ÷ no fault",
-                _get(comp, "p99_ratio"),
-                f"<= {GOAL_HEALTHY_P99}",
-                lambda v: v <= GOAL_HEALTHY_P99,
-            )
-        )
-    return out
-
-
 def _missing(rec: Mapping[str, Any]) -> int:
     """Missing deliveries recorded anywhere in a scenario record."""
     total = 0
@@ -287,8 +137,8 @@ def summary(
     }
     if c := by.get("ceilings"):
         out["ceilings"] = {
-            "wrk_requests_per_s": _get(c, "wrk", "requests_per_s"),
-            "raw_db_deliveries_per_s": _get(c, "raw_db", "deliveries_per_s"),
+            "wrk_requests_per_s": get(c, "wrk", "requests_per_s"),
+            "raw_db_deliveries_per_s": get(c, "raw_db", "deliveries_per_s"),
         }
     if b := by.get("burst"):
         systems = {}
@@ -307,26 +157,26 @@ def summary(
                 )
             }
             systems[name]["ledger"] = {
-                k: _get(rec, "ledger", k)
+                k: get(rec, "ledger", k)
                 for k in ("published", "expected", "delivered", "missing", "duplicates")
             }
         out["burst"] = {
-            "size": f"{_get(b, 'params', 'events')} events x {_get(b, 'params', 'endpoints')}"
+            "size": f"{get(b, 'params', 'events')} events x {get(b, 'params', 'endpoints')}"
             " endpoints",
             "systems": systems,
             **b.get("summary", {}),
-            "raw_before": _get(b, "raw_before", "requests_per_s"),
-            "raw_after": _get(b, "raw_after", "requests_per_s"),
-            "raw_client_cpu_s_per_1000": _get(b, "raw_before", "cpu_s_per_1000"),
+            "raw_before": get(b, "raw_before", "requests_per_s"),
+            "raw_after": get(b, "raw_after", "requests_per_s"),
+            "raw_client_cpu_s_per_1000": get(b, "raw_before", "cpu_s_per_1000"),
         }
-        raw_db = _get(by.get("ceilings"), "raw_db", "deliveries_per_s")
-        hookd_rate = _get(systems, "hookd", "deliveries_per_s")
+        raw_db = get(by.get("ceilings"), "raw_db", "deliveries_per_s")
+        hookd_rate = get(systems, "hookd", "deliveries_per_s")
         if raw_db and hookd_rate:
             out["burst"]["hookd_ratio_to_raw_db"] = round(hookd_rate / raw_db, 3)
     if i := by.get("idle_latency"):
         h, f = i.get("hookd", {}), i.get("floor", {})
         out["idle"] = {
-            "events_per_series": _get(i, "params", "events_per_series"),
+            "events_per_series": get(i, "params", "events_per_series"),
             "hookd_p50_ms": h.get("p50_ms"),
             "hookd_p90_ms": h.get("p90_ms"),
             "hookd_p99_ms": h.get("p99_ms"),
@@ -334,10 +184,10 @@ def summary(
             "floor_p50_ms": f.get("p50_ms"),
             "floor_p99_ms": f.get("p99_ms"),
             "hookd_p50_minus_floor_ms": i.get("p50_minus_floor_p50_ms"),
-            "hookd_from_commit_sent_p50_ms": _get(i, "hookd_from_commit_sent", "p50_ms"),
-            "floor_from_commit_sent_p50_ms": _get(i, "floor_from_commit_sent", "p50_ms"),
-            "back_to_back_p50_ms": _get(i, "back_to_back", "p50_ms"),
-            "back_to_back_p99_ms": _get(i, "back_to_back", "p99_ms"),
+            "hookd_from_commit_sent_p50_ms": get(i, "hookd_from_commit_sent", "p50_ms"),
+            "floor_from_commit_sent_p50_ms": get(i, "floor_from_commit_sent", "p50_ms"),
+            "back_to_back_p50_ms": get(i, "back_to_back", "p50_ms"),
+            "back_to_back_p99_ms": get(i, "back_to_back", "p99_ms"),
             "back_to_back_over_100ms": i.get("back_to_back_over_100ms"),
             "peers": {
                 name: {**rec.get("latency", {}), "missing": rec.get("missing")}
@@ -374,7 +224,7 @@ def summary(
             "steps": [
                 {
                     "rate": r.get("offered_events_per_s"),
-                    "p99_ms": _get(r, "latency", "p99_ms"),
+                    "p99_ms": get(r, "latency", "p99_ms"),
                     "sustainable": r.get("sustainable"),
                     "why_not": r.get("why_not"),
                 }
@@ -415,13 +265,13 @@ def summary(
             )
         }
         out["storm"]["storm_ledger"] = {
-            k: _get(sm, "storm_ledger", k)
+            k: get(sm, "storm_ledger", k)
             for k in ("published", "expected", "delivered", "missing", "duplicates")
         }
-        out["storm"]["background_p99_before_ms"] = _get(
+        out["storm"]["background_p99_before_ms"] = get(
             sm, "background_before_storm", "latency", "p99_ms"
         )
-        out["storm"]["background_p99_during_ms"] = _get(
+        out["storm"]["background_p99_during_ms"] = get(
             sm, "background_during_storm", "latency", "p99_ms"
         )
     out["missing_total"] = sum(_missing(r) for r in by.values())
