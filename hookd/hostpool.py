@@ -28,7 +28,6 @@ from aiohttp.tracing import Trace
 from hookd.classify import FailureKind
 from hookd.config import HttpConfig
 from hookd.destinations import DestinationPolicy, DestinationRefused
-from hookd.limits import AdaptiveLimit
 
 log = logging.getLogger("hookd.hostpool")
 
@@ -143,7 +142,6 @@ class HostPools:
         self._policy = policy or DestinationPolicy(enabled=False)
         self._inner_resolver = resolver
         self._sessions: dict[Origin, aiohttp.ClientSession] = {}
-        self._limits: dict[Origin, AdaptiveLimit] = {}
         self._fresh: dict[Origin, aiohttp.ClientSession] = {}
         self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
         self._refused: dict[Origin, str | None] = {}
@@ -162,21 +160,13 @@ class HostPools:
         for s in sessions:
             await s.close()
 
-    def slots(self, origin: Origin) -> AdaptiveLimit:
-        """The limit bounding concurrent requests to `origin` (`per_host_limit`)."""
-        limit = self._limits.get(origin)
-        if limit is None:
-            limit = self._limits[origin] = AdaptiveLimit(self._cfg.per_host_limit)
-        return limit
-
     def reconfigure(self, cfg: HttpConfig) -> None:
-        """Apply reloaded settings: per-origin limits now, timeouts and body cap on next requests.
+        """Apply reloaded settings: timeouts and body cap on next requests (the per-origin request
+        limit is the in-flight ledger's, hookd/inflight.py).
 
         Existing connection pools keep their size until they are recreated (at restart).
         """
         self._cfg = cfg
-        for limit in self._limits.values():
-            limit.set_ceiling(cfg.per_host_limit)
 
     def _session(self, origin: Origin) -> aiohttp.ClientSession:
         session = self._sessions.get(origin)

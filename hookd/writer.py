@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 
 from hookd.errors import StoreUnavailable
 from hookd.models import AttemptRecord, Outcome
@@ -42,8 +41,6 @@ class OutcomeWriter:
         self._healthy = asyncio.Event()
         self._healthy.set()
         self.errors = 0
-        self.failing_since: float | None = None
-        """Monotonic time of the first failed write of the current outage (None: writes work)."""
 
     @property
     def failing(self) -> bool:
@@ -96,11 +93,8 @@ class OutcomeWriter:
             try:
                 await asyncio.shield(write)
             except StoreUnavailable:
-                if self.failing_since is None:
-                    self.failing_since = time.monotonic()
                 self._healthy.clear()
                 raise
-            self.failing_since = None
             self._healthy.set()
 
     async def run(self) -> None:

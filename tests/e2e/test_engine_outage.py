@@ -28,11 +28,8 @@ only deliberate pauses are the outage's length and the storm's pacing: they are 
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -231,87 +228,6 @@ def _dead_listen_path(kind: str, tmp_path: Path) -> TcpProxy:
     return proxy
 
 
-class _Unready:
-    """`python -m hookd run` as a child that is not expected to become ready.
-
-    DaemonProcess waits for "hookd ready" on entering, and kills the child if it exits first;
-    that kill can land on an exited child that asyncio has not reaped yet, which then reads as
-    exit status 255. Here the child is only started, its output collected, and its exit awaited.
-    """
-
-    def __init__(self, dsn: str, config_path: Path, name: str = "hookd") -> None:
-        self.dsn = dsn
-        self.config_path = config_path
-        self.name = name
-        self.lines: list[str] = []
-        self.returncode: int | None = None
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> _Unready:
-        self._proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "hookd",
-            "run",
-            "--dsn",
-            self.dsn,
-            "--config",
-            str(self.config_path),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            # No HOOKD_DSN from the developer's shell (as in support/proc.py).
-            env={k: v for k, v in os.environ.items() if k != "HOOKD_DSN"},
-        )
-        self._reader = asyncio.create_task(self._read(self._proc))
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Kill the child if it still runs; reap it and the reader (bounded)."""
-        proc = self._proc
-        if proc is None:
-            return
-        if proc.returncode is None:
-            try:
-                await self.wait_exit(0.5)
-            except AssertionError:
-                proc.kill()
-        async with asyncio.timeout(10):
-            self.returncode = await proc.wait()
-            if self._reader is not None:
-                await self._reader
-
-    async def _read(self, proc: asyncio.subprocess.Process) -> None:
-        assert proc.stdout is not None
-        while raw := await proc.stdout.readline():
-            self.lines.append(raw.decode(errors="replace").rstrip("\n"))
-
-    @property
-    def stderr(self) -> str:
-        return "\n".join(self.lines)
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.returncode is None
-
-    def send(self, sig: signal.Signals) -> None:
-        assert self._proc is not None
-        self._proc.send_signal(sig)
-
-    async def wait_exit(self, timeout_s: float) -> int:
-        """The exit status. Raises AssertionError if still running after `timeout_s`."""
-        assert self._proc is not None
-        try:
-            async with asyncio.timeout(timeout_s):
-                self.returncode = await self._proc.wait()
-        except TimeoutError:
-            raise AssertionError(
-                f"{self.name} still running {timeout_s}s later: {report(self)}"
-            ) from None
-        return self.returncode
-
-
 @pytest.mark.parametrize("kind", ["refused", "blackhole"])
 async def test_sigterm_while_listen_cannot_connect(dsn: str, tmp_path: Path, kind: str) -> None:
     async with _dead_listen_path(kind, tmp_path) as proxy:
@@ -319,7 +235,7 @@ async def test_sigterm_while_listen_cannot_connect(dsn: str, tmp_path: Path, kin
             tmp_path / "hookd.toml",
             {"database": {"listen_dsn": proxy.dsn_through(dsn), "connect_timeout_s": 10.0}},
         )
-        async with _Unready(dsn, cfg) as proc:
+        async with DaemonProcess(dsn, cfg, wait_ready=False) as proc:
             # The readiness signal: the daemon's LISTEN connection reached the dead path (for
             # "refused", twice: it is in its retry loop; for "blackhole", its connect now hangs).
             await proxy.wait_for_accepted(2 if kind == "refused" else 1, timeout_s=15)

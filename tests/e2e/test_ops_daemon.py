@@ -370,7 +370,7 @@ async def test_notify_ready_only_with_listen_then_watchdog_status_and_stopping(
             assert listeners == 1, "READY=1 before the LISTEN connection existed"
 
             # WATCHDOG=1 at half of WATCHDOG_USEC (0.2 s), steadily, from the event loop.
-            await asyncio.sleep(1.3)
+            await asyncio.sleep(1.3)  # the measurement window: about six watchdog periods
             pings = [n.at for n in notify.having("WATCHDOG", "1") if n.at > ready.at]
             gaps = [b - a for a, b in itertools.pairwise(pings)]
             assert len(pings) >= 5, pings

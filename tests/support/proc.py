@@ -8,6 +8,7 @@ readiness is the daemon's own "hookd ready" line on stderr, never a sleep.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import os
 import re
@@ -145,8 +146,18 @@ class DaemonProcess:
     """
 
     def __init__(
-        self, dsn: str, config_path: Path, *, name: str = "hookd", ready_timeout_s: float = 20.0
+        self,
+        dsn: str,
+        config_path: Path,
+        *,
+        name: str = "hookd",
+        ready_timeout_s: float = 20.0,
+        wait_ready: bool = True,
     ) -> None:
+        """`wait_ready` False: entering only starts the child (for a daemon that is not expected
+        to become ready); leaving then gives it a moment to exit by itself before killing it, so a
+        child that just exited is reaped with its own status."""
+        self.wait_ready = wait_ready
         self.dsn = dsn
         self.config_path = config_path
         self.name = name
@@ -181,6 +192,8 @@ class DaemonProcess:
         # Owned by this object and awaited in close(); it drains the pipe so the child never
         # blocks on a full stderr.
         self._reader = asyncio.create_task(self._read_stderr(), name=f"{self.name}-stderr")
+        if not self.wait_ready:
+            return
         try:
             await self.wait_for_line(READY_LINE, self.ready_timeout_s)
         except BaseException:
@@ -190,6 +203,10 @@ class DaemonProcess:
     async def close(self) -> None:
         """Kill the child if it still runs, and reap it and the stderr reader (bounded)."""
         proc = self._proc
+        if proc is not None and proc.returncode is None and not self.wait_ready:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await proc.wait()
         if proc is not None and proc.returncode is None:
             proc.kill()
         if proc is not None:

@@ -115,8 +115,7 @@ async def test_wake_ends_any_wait_at_once() -> None:
     p = planner(s, dataclasses.replace(FAST, idle_linger_s=5.0, awake_poll_s=5.0))
     await p.working()
     idle = asyncio.create_task(p.idle(s.probe, no_timer))
-    await asyncio.sleep(0)
-    p.wake()
+    p.wake()  # whether before or after the task's first step: the wait ends at once
     async with asyncio.timeout(1):
         await idle
     assert p.last_reason == "signal"
