@@ -105,3 +105,87 @@ class Outcome:
     status: int | None
     error: str | None
     counted: bool = True
+
+
+# -- what the operating surface (hookd/service.py: API, console, CLI) reads ----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One event of the outbox as stored. `payload` is the parsed JSON value."""
+
+    id: int
+    event_type: str
+    tenant: str | None
+    payload: Any
+    idempotency_key: str | None
+    created_at: datetime
+    fanned_out_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """One delivery (event, endpoint) with its current state, for listing and inspection.
+
+    `leased_until` is set while a daemon holds the delivery (its lease expires then; after a
+    `kill -9` the delivery waits until that time before another daemon takes it).
+    `next_attempt_at` is when a pending delivery may next be attempted.
+    """
+
+    id: int
+    event_id: int
+    endpoint_id: int
+    event_type: str
+    tenant: str | None
+    state: DeliveryState
+    attempts: int
+    next_attempt_at: datetime | None
+    leased_until: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptLogEntry:
+    """One row of the attempt log: an HTTP attempt of a delivery.
+
+    `duration_s` in seconds; `status` is None when no answer arrived (then `error` says why);
+    `response_body` is the start of the receiver's answer (at most `http.max_response_body_bytes`).
+    """
+
+    delivery_id: int
+    attempt: int
+    started_at: datetime
+    duration_s: float
+    status: int | None
+    error: str | None
+    response_body: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Attempt figures of one endpoint over a trailing window (`window_s` seconds).
+
+    `success_rate` is 2xx attempts / attempts (None without attempts); durations in seconds.
+    """
+
+    window_s: float
+    attempts: int
+    succeeded: int
+    success_rate: float | None
+    p50_duration_s: float | None
+    p99_duration_s: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointStats:
+    """Health of one endpoint: its last attempt and the last hour and day of attempts."""
+
+    endpoint_id: int
+    last_status: int | None
+    last_error: str | None
+    last_attempt_at: datetime | None
+    last_hour: WindowStats
+    last_day: WindowStats
