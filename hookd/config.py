@@ -185,6 +185,23 @@ class AdminConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiConfig:
+    """The operator HTTP API and web console (hookd/api.py, hookd/console.py).
+
+    Served only when `tokens_file` is set and holds at least one token (`hookd api-token add`).
+    """
+
+    host: str = "127.0.0.1"
+    """Address to bind; keep it on loopback or behind a TLS-terminating proxy."""
+    port: int = 8470
+    """TCP port (0: any free port, logged at start)."""
+    tokens_file: str = ""
+    """File of hashed bearer tokens (see hookd/tokens.py); empty: the API is off."""
+    secure_cookies: bool = False
+    """Mark the console's session cookie Secure (set it when the console is reached over HTTPS)."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """Logging to stderr (journald takes it under systemd)."""
 
@@ -207,6 +224,7 @@ class Config:
     breaker: BreakerConfig = field(default_factory=BreakerConfig)
     security: SecurityConfig = field(default_factory=SecurityConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -316,6 +334,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"log.format: must be text or json, got {cfg.log.format!r}")
     if not 0 <= cfg.admin.port <= 65535:
         raise ConfigError(f"admin.port: must be 0-65535, got {cfg.admin.port}")
+    if not 0 <= cfg.api.port <= 65535:
+        raise ConfigError(f"api.port: must be 0-65535, got {cfg.api.port}")
     _positive("admin.stats_interval_s", cfg.admin.stats_interval_s)
     _positive("log.failed_attempts_per_s", cfg.log.failed_attempts_per_s)
     if cfg.log.level not in _LEVELS:
