@@ -54,6 +54,11 @@ EXIT_NOTHING = 1
 
 OPERATOR = Scope()
 
+NO_KEY_WARNING = (
+    "hookd: warning: signing secret stored unencrypted: set security.secret_key_file or "
+    "HOOKD_SECRET_KEY (create a key with `hookd keygen`)"
+)
+
 
 def _dsn(args: argparse.Namespace) -> str:
     if getattr(args, "dsn", None):
@@ -245,6 +250,8 @@ async def cmd_endpoint_add(args: argparse.Namespace) -> int:
             print(f"secret {secret}")
             if pub:
                 print(f"public_key {pub}")
+        if not service.store.box.encrypting:
+            print(NO_KEY_WARNING, file=sys.stderr)
         return 0
 
     return await _with_service(args, go)

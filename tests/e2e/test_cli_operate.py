@@ -10,6 +10,8 @@ from pathlib import Path
 import asyncpg
 import orjson
 
+from hookd.secretbox import generate_key
+
 from support.daemon import running_daemon, wait_until
 from support.proc import CliResult, run_cli, write_config
 from support.receiver import Receiver
@@ -117,6 +119,41 @@ async def test_show_and_update(dsn: str, db: asyncpg.Connection) -> None:
         await run_cli("endpoint", "update", str(ep), "--dsn", dsn, "--event-types", "not a type"),
         "event_types",
     )
+
+
+async def test_add_refuses_what_the_ssrf_guard_refuses_and_warns_without_a_key(
+    dsn: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # The default policy: loopback, link-local and localhost are refused at add time.
+    for url in ("https://127.0.0.1/h", "https://localhost/h", "https://169.254.169.254/h"):
+        error(await run_cli("endpoint", "add", "--dsn", dsn, "--url", url), "url")
+    assert await db.fetchval("SELECT count(*) FROM hookd.endpoints") == 0
+    ep = await _add(dsn, "--url", "https://receiver.example/h")
+    error(
+        await run_cli("endpoint", "update", str(ep), "--dsn", dsn, "--url", "https://[::1]/h"),
+        "url",
+    )
+    error(
+        await run_cli("endpoint", "set-url", str(ep), "--dsn", dsn, "--url", "https://10.0.0.1/"),
+        "url",
+    )
+
+    opened = write_config(tmp_path / "open.toml")  # allows 127.0.0.0/8 and ::1
+    added = await run_cli(
+        "endpoint", "add", "--dsn", dsn, "--config", str(opened), "--url", "http://127.0.0.1:9/h"
+    )
+    ok(added)
+    assert "signing secret stored unencrypted" in added.stderr, added.describe()
+    assert "hookd keygen" in added.stderr, added.describe()
+
+    key_file = tmp_path / "secret.key"
+    key_file.write_text(generate_key() + "\n", encoding="utf-8")
+    keyed = write_config(tmp_path / "keyed.toml", {"security": {"secret_key_file": str(key_file)}})
+    added = await run_cli(
+        "endpoint", "add", "--dsn", dsn, "--config", str(keyed), "--url", "http://127.0.0.1:9/k"
+    )
+    ok(added)
+    assert added.stderr == "", added.describe()
 
 
 async def test_deliveries_attempts_resend_test_and_retry(
