@@ -101,13 +101,15 @@ class Recorder:
                 self._breaker_changed(rt, None)
             rt.breaker.record(True, now)
             return
-        self._failure_log.warning(
-            "endpoint %d delivery %d attempt %d failed: %s",
-            rt.endpoint.id,
-            d.id,
-            d.attempt,
-            rec.error,
-        )
+        if outcome.state is not DeliveryState.FAILED:
+            # A dead letter gets its own line below instead: one line per delivery that ends.
+            self._failure_log.warning(
+                "endpoint %d delivery %d attempt %d failed: %s",
+                rt.endpoint.id,
+                d.id,
+                d.attempt,
+                rec.error,
+            )
         if cls.slow_down or rt.breaker.failures >= FAILURES_BEFORE_SLOW_DOWN:
             # Back-pressure (429, 503, timeouts) at once; any other failure once it persists: a
             # receiver that fails everything gets one request at a time, not a full window, and
@@ -127,9 +129,10 @@ class Recorder:
         elif outcome.state is DeliveryState.FAILED:
             self._m_outcome["failed"].inc()
             log.warning(
-                "endpoint %d delivery %d dead-lettered after %d attempts: %s",
+                "endpoint %d delivery %d (%s) dead-lettered after %d attempts: %s",
                 rt.endpoint.id,
                 d.id,
+                d.event_type,
                 d.attempt,
                 rec.error,
             )
@@ -157,6 +160,14 @@ class Recorder:
         is logged."""
         self._writer.add(Outcome(d.id, d.attempt, state, None, None, reason, counted=False), None)
         self._m_outcome["failed" if state is DeliveryState.FAILED else "paused"].inc()
+        if state is DeliveryState.FAILED:
+            log.warning(
+                "endpoint %d delivery %d (%s) dead-lettered: %s",
+                d.endpoint_id,
+                d.id,
+                d.event_type,
+                reason,
+            )
 
     def settle_held(self, held: Held, state: DeliveryState, reason: str) -> None:
         """`settle` for a held delivery."""
