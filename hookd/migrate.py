@@ -111,7 +111,10 @@ def grants_sql(app_role: str | None, daemon_role: str | None) -> str:
     """
     if not app_role and not daemon_role:
         raise HookdError("--print-grants: give --app-role ROLE, --daemon-role ROLE, or both")
-    parts = [f"-- hookd {latest_version()}: run as the owner of the hookd schema, after migrating"]
+    parts = [
+        f"-- hookd schema version {latest_version()}: run as the owner of the hookd schema,"
+        " after its migrations"
+    ]
     if app_role:
         parts.append(f"-- application role {app_role}: may only call hookd.publish")
         parts.extend(f"{g};" for g in app_grants(app_role))

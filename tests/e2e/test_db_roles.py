@@ -240,7 +240,7 @@ async def test_print_grants_shows_the_sql_without_running_it(
     )
 
 
-async def test_print_grants_needs_a_role(roles: Roles) -> None:
+async def test_print_grants_needs_a_role() -> None:
     result = await run_cli("migrate", "--print-grants")
     one_error_line(result, "--app-role", "--daemon-role")
 
