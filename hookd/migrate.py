@@ -5,7 +5,7 @@ Two concurrent runs are safe: each takes the same transaction-level advisory loc
 what is applied, so the second waits and then finds nothing left to do.
 
 Roles: the *application role* may only call `hookd.publish` (USAGE on the schema, EXECUTE on the
-function, which runs as its owner: migration 006); the *daemon role* gets what `hookd run` and the
+function, which runs as its owner: migration 007); the *daemon role* gets what `hookd run` and the
 CLI need (`daemon_grants`). `missing_privileges` checks the daemon role's set, so a role without
 them is told so in one line at start-up instead of failing on its first claim.
 """
@@ -80,7 +80,7 @@ def _ident(name: str) -> str:
 def app_grants(role: str) -> list[str]:
     """The GRANTs for an application role: it may call `hookd.publish` and nothing else.
 
-    No table privilege: publish runs as its owner (SECURITY DEFINER, migration 006).
+    No table privilege: publish runs as its owner (SECURITY DEFINER, migration 007).
     """
     who = _ident(role)
     return [
