@@ -248,3 +248,23 @@ async def test_print_grants_needs_a_role() -> None:
 async def test_granting_to_a_role_that_does_not_exist_says_so(dsn: str) -> None:
     result = await run_cli("migrate", "--dsn", dsn, "--app-role", "no_such_role_here")
     one_error_line(result, "--app-role", "no_such_role_here", "does not exist")
+
+
+async def test_grants_revoked_while_the_daemon_runs_end_it_with_one_line(
+    roles: Roles, dsn: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """The start-up check cannot see a REVOKE that comes later: the first claim that is refused
+    ends the daemon with the same one line (exit 2), not a task group's traceback. Its leased
+    deliveries (none here) would be retried after their lease, by a daemon with the grants."""
+    granted = await run_cli("migrate", "--dsn", dsn, "--daemon-role", roles.daemon)
+    assert granted.returncode == 0, granted.describe()
+    cfg = write_config(tmp_path / "hookd.toml")
+    async with DaemonProcess(roles.daemon_dsn, cfg) as daemon:
+        await db.execute(f"REVOKE UPDATE ON hookd.events FROM {_ident(roles.daemon)}")
+        await db.execute("SELECT hookd.publish('order.paid', '{}'::jsonb)")
+        status = await daemon.wait_exit(timeout_s=20)
+    assert status == 2, daemon.stderr
+    assert "Traceback" not in daemon.stderr, daemon.stderr
+    errors = [line for line in daemon.lines if line.startswith("hookd: error: ")]
+    assert len(errors) == 1, daemon.stderr
+    assert f'role "{roles.daemon}"' in errors[0] and "--daemon-role" in errors[0], errors[0]
