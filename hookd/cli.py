@@ -178,6 +178,7 @@ _SETTING_FLAGS = {
     "max_attempts": "retry_max_attempts",
     "max_age": "retry_max_age_s",
     "retry_schedule": "retry_schedule_s",
+    "final_statuses": "final_statuses",
 }
 
 
@@ -213,7 +214,22 @@ def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise HookdError(
                 "--retry-schedule: give seconds separated by commas, e.g. 0,5,300"
             ) from None
+    final = getattr(args, "final_statuses", None)
+    if final is not None:
+        raw["final_statuses"] = _statuses(final)
     return validate_settings(raw)
+
+
+def _statuses(text: str) -> list[int]:
+    """HTTP statuses from '413,422'; 'none' (or '') is the empty list."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise HookdError(
+            "--final-statuses: give HTTP statuses separated by commas, e.g. 413,422 (or none)"
+        ) from None
 
 
 def _event_types_arg(spec: str) -> tuple[str, ...]:
@@ -319,6 +335,7 @@ _EFFECTIVE: dict[str, Callable[[config.Config], Any]] = {
     "retry_max_attempts": lambda c: c.retry.max_attempts,
     "retry_max_age_s": lambda c: c.retry.max_age_s,
     "retry_jitter": lambda c: c.retry.jitter,
+    "final_statuses": lambda c: list(c.http.final_statuses),
 }
 """Where each per-endpoint override's configured default comes from."""
 
@@ -399,7 +416,9 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
         print("settings (* = override of the configuration)")
         for key, value in effective.items():
             mark = "*" if key in ep.settings else " "
-            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, list) else value
+            shown = (
+                (",".join(f"{v:g}" for v in value) or "none") if isinstance(value, list) else value
+            )
             print(f" {mark}{key:19} {shown}")
         print("attempts         last hour  last day")
         for label, hour, day in zip(
@@ -516,7 +535,7 @@ async def cmd_endpoint_settings(args: argparse.Namespace) -> int:
         else:
             ep = await _endpoint(service, args.id)
         overrides = ", ".join(
-            f"{k}={','.join(f'{x:g}' for x in v) if isinstance(v, list) else v}"
+            f"{k}={(','.join(f'{x:g}' for x in v) or 'none') if isinstance(v, list) else v}"
             for k, v in ep.settings.items()
         )
         print(f"endpoint {args.id} overrides: {overrides or 'none (the configuration applies)'}")
@@ -940,6 +959,12 @@ def _override_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retry-schedule", metavar="S,S,...", help="delays before attempts, seconds")
     g.add_argument("--max-attempts", type=int, metavar="N")
     g.add_argument("--max-age", type=float, metavar="SECONDS", help="give up after this age")
+    g.add_argument(
+        "--final-statuses",
+        metavar="S,S,...",
+        help="statuses that dead-letter at once, not retried (replaces http.final_statuses;"
+        " 'none': retry every status)",
+    )
 
 
 def _metadata_arg(p: argparse.ArgumentParser) -> None:
