@@ -266,6 +266,7 @@ async def cmd_endpoint_add(args: argparse.Namespace) -> int:
         settings=settings,
         secret=args.secret,
         kind=args.kind,
+        payload_filter=args.filter,
     )
 
     async def go(service: Service, cfg: config.Config) -> int:
@@ -370,6 +371,7 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
             "url": ep.url,
             "tenant": ep.tenant,
             "event_types": list(ep.event_types),
+            "filter": ep.payload_filter,
             "enabled": ep.enabled,
             "disabled_reason": ep.disabled_reason,
             "description": ep.description,
@@ -395,6 +397,7 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
             ("state", state),
             ("tenant", ep.tenant or "-"),
             ("event types", ", ".join(ep.event_types)),
+            ("payload filter", ep.payload_filter or "none"),
             ("description", ep.description or "-"),
             ("secret", f"{_mask(ep.secret)} {data['signature']}"),
         ]
@@ -468,6 +471,10 @@ async def cmd_endpoint_update(args: argparse.Namespace) -> int:
             given["tenant"] = args.tenant
         if args.description is not None:
             given["description"] = args.description or None
+        if args.no_filter:
+            given["payload_filter"] = None
+        elif args.filter is not None:
+            given["payload_filter"] = args.filter
         if pairs or args.clear_metadata:
             base = (
                 {}
@@ -480,7 +487,8 @@ async def cmd_endpoint_update(args: argparse.Namespace) -> int:
         if not given:
             raise HookdError(
                 "give at least one change (--url, --event-types, --tenant, --no-tenant,"
-                " --description, --metadata, --clear-metadata, an override flag or --unset)"
+                " --filter, --no-filter, --description, --metadata, --clear-metadata, an override"
+                " flag or --unset)"
             )
         await service.update_endpoint(OPERATOR, args.id, EndpointChanges(**given))
         print(f"endpoint {args.id} updated: {', '.join(given)}")
@@ -976,6 +984,15 @@ def _metadata_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _filter_arg(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    p.add_argument(
+        "--filter",
+        metavar="JSONPATH",
+        help="only events whose payload this SQL/JSON path predicate holds for, e.g."
+        " '$.total > 100 && $.currency == \"EUR\"' (PostgreSQL's jsonpath; checked by it)",
+    )
+
+
 def _unset_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--unset",
@@ -1025,6 +1042,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-types", default="*", help="comma-separated: names, 'prefix.*' or '*' (default)"
     )
     p.add_argument("--tenant")
+    _filter_arg(p)
     p.add_argument("--description", help="free text for operators (at most 1,000 characters)")
     _metadata_arg(p)
     p.add_argument("--secret", help="whsec_... or whsk_... (generated when not given)")
@@ -1060,6 +1078,11 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = p.add_mutually_exclusive_group()
     tenant.add_argument("--tenant")
     tenant.add_argument("--no-tenant", action="store_true", help="remove the tenant")
+    payload_filter = p.add_mutually_exclusive_group()
+    _filter_arg(payload_filter)
+    payload_filter.add_argument(
+        "--no-filter", action="store_true", help="remove the payload filter"
+    )
     p.add_argument("--description", help="free text ('' removes it)")
     _metadata_arg(p)
     p.add_argument(

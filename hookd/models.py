@@ -47,6 +47,9 @@ class Endpoint:
     """Free text for operators (at most 1,000 characters)."""
     metadata: Mapping[str, Any] | None = None
     """Free-form string keys and values (at most 50), kept for the operator or tenant."""
+    payload_filter: str | None = None
+    """A predicate in PostgreSQL's SQL/JSON path language, in PostgreSQL's canonical text (e.g.
+    `($."total" > 100)`); fan-out gives the endpoint only events whose payload it holds for."""
 
     def secrets_at(self, now: datetime) -> tuple[str, ...]:
         """The secrets to sign with at `now`: the current one, plus the previous during its grace."""

@@ -32,7 +32,7 @@ from urllib.parse import urlsplit
 from hookd.auth import validate_credentials
 from hookd.destinations import DestinationPolicy, DestinationRefused, literal_addresses
 from hookd.endpoints import SETTING_TYPES, parse_event_types, validate_settings, validate_url
-from hookd.errors import HookdError, InvalidEndpoint
+from hookd.errors import HookdError, InvalidEndpoint, InvalidPayloadFilter
 from hookd.models import (
     AttemptLogEntry,
     DeliveryRecord,
@@ -69,6 +69,8 @@ MAX_DESCRIPTION_LENGTH = 1000
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY_LENGTH = 200
 MAX_METADATA_VALUE_LENGTH = 1000
+MAX_FILTER_LENGTH = 2000
+"""Longest payload filter, in characters."""
 MAX_SELECTED_IDS = 1000
 """Most delivery ids one retry or replay may name."""
 MAX_GRACE_S = 30 * 86400.0
@@ -137,8 +139,8 @@ class EndpointChanges:
 
     `settings` is merged into the endpoint's overrides: a key with value None is removed (back to
     the configured default), other keys replace. `credentials` replaces the whole authentication
-    (None: no authentication). `description` and `tenant` None clear them; `metadata` replaces the
-    free-form object (string keys and values, at most 50 keys).
+    (None: no authentication). `description`, `tenant` and `payload_filter` None clear them;
+    `metadata` replaces the free-form object (string keys and values, at most 50 keys).
     """
 
     url: Any = UNSET
@@ -149,11 +151,16 @@ class EndpointChanges:
     enabled: Any = UNSET
     settings: Any = UNSET
     credentials: Any = UNSET
+    payload_filter: Any = UNSET
 
 
 @dataclass(frozen=True, slots=True)
 class NewEndpoint:
-    """What `create_endpoint` needs; `secret` None generates one of `kind` ("hmac" or "ed25519")."""
+    """What `create_endpoint` needs; `secret` None generates one of `kind` ("hmac" or "ed25519").
+
+    `payload_filter`: a predicate in PostgreSQL's SQL/JSON path language over the event payload
+    (`$.total > 100 && $.currency == "EUR"`); see `Service.check_payload_filter`.
+    """
 
     url: str
     event_types: tuple[str, ...] = ("*",)
@@ -165,6 +172,7 @@ class NewEndpoint:
     secret: str | None = None
     kind: str = "hmac"
     enabled: bool = True
+    payload_filter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +350,20 @@ def check_url(value: object, *, allow_http: bool) -> str:
         raise InvalidInput("url", message) from None
 
 
+_FILTER_HINTS = {
+    "22038": "not a predicate: write a comparison such as $.total > 100, or exists($.field) to"
+    " test that a field is there",
+    "42704": "a filter cannot use variables",
+}
+"""What to add to PostgreSQL's message, by SQLSTATE: 22038 singleton_sql_json_item_required
+(the path yields values, not one boolean), 42704 undefined_object (a $variable)."""
+
+
+def _filter_problem(exc: InvalidPayloadFilter) -> str:
+    hint = _FILTER_HINTS.get(exc.sqlstate)
+    return f"{exc} ({hint})" if hint else str(exc)
+
+
 def _aware(field_name: str, value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise InvalidInput(field_name, "give a time zone (e.g. 2026-01-01T00:00:00Z)")
@@ -397,6 +419,31 @@ class Service:
             raise InvalidInput("url", str(exc)) from None
         return url
 
+    async def check_payload_filter(self, value: object) -> str | None:
+        """A payload filter as stored: PostgreSQL's canonical text of `value` (None: no filter).
+
+        The filter is a predicate in PostgreSQL's SQL/JSON path language, evaluated at fan-out
+        with `payload @@ filter` (jsonb_path_match): a comparison (`$.total > 100`), a boolean
+        combination (`&&`, `||`, `!`), `exists($.field)`, `like_regex`, `starts with`,
+        `is unknown`. Only true creates a delivery; false and unknown (strict mode meeting a
+        missing field, a type mismatch) do not. A bare path (`$.total`) is not a predicate and is
+        refused: `@@` would answer unknown for it, and `@?` (jsonb_path_exists) would be true
+        whenever a result exists, even `false`. PostgreSQL itself checks the text; no evaluator
+        of hookd's own.
+
+        Raises InvalidInput("filter", <PostgreSQL's message>) for an empty or invalid filter, one
+        that is not a predicate, or one that names a variable ($x).
+        """
+        if value is None:
+            return None
+        text = _text("filter", value, MAX_FILTER_LENGTH)
+        if not text.strip():
+            raise InvalidInput("filter", "must not be empty (null, or --no-filter, removes it)")
+        try:
+            return await self.store.check_payload_filter(text)
+        except InvalidPayloadFilter as exc:
+            raise InvalidInput("filter", _filter_problem(exc)) from None
+
     def _credentials(self, value: object) -> dict[str, Any] | None:
         if value is None:
             return None
@@ -441,6 +488,7 @@ class Service:
         metadata = _metadata(new.metadata)
         settings = _settings(new.settings)
         credentials = self._credentials(new.credentials)
+        payload_filter = await self.check_payload_filter(new.payload_filter)
         if not isinstance(new.enabled, bool):
             raise InvalidInput("enabled", "expected true or false")
         if new.secret is None:
@@ -464,6 +512,7 @@ class Service:
             metadata=metadata,
             credentials=credentials,
             enabled=new.enabled,
+            payload_filter=payload_filter,
         )
         return ep, secret
 
@@ -492,6 +541,8 @@ class Service:
             fields["description"] = _description(changes.description)
         if changes.metadata is not UNSET:
             fields["metadata"] = _metadata(changes.metadata)
+        if changes.payload_filter is not UNSET:
+            fields["payload_filter"] = await self.check_payload_filter(changes.payload_filter)
         unset: list[str] = []
         if changes.settings is not UNSET:
             if changes.settings is None:

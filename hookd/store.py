@@ -26,7 +26,7 @@ import asyncpg
 import orjson
 
 from hookd import migrate
-from hookd.errors import PermissionDenied, SchemaMissing, StoreUnavailable
+from hookd.errors import InvalidPayloadFilter, PermissionDenied, SchemaMissing, StoreUnavailable
 from hookd.models import (
     AttemptLogEntry,
     AttemptRecord,
@@ -55,6 +55,10 @@ _TRANSIENT_CLASSES = ("08", "53", "57P")
 _TRANSIENT_STATES = frozenset({"40001", "40P01", "57014", "25006"})
 _DROP_CONNECTION_STATES = frozenset({"25006"})
 """A read-only answer means the server became a standby (failover): replace every connection."""
+
+_FILTER_ERROR_CLASSES = ("22", "42", "0A")
+"""SQLSTATE classes a payload filter the user wrote can cause: data exceptions (22), syntax
+errors and undefined objects (42), features not supported (0A)."""
 
 POOL_CLOSE_TIMEOUT_S = 5.0
 """How long `close()` lets connections end politely before terminating them."""
@@ -171,6 +175,7 @@ def _endpoint(r: asyncpg.Record, box: SecretBox) -> Endpoint:
         updated_at=r["updated_at"],
         description=r["description"],
         metadata=_json(r["metadata"]),
+        payload_filter=r["payload_filter"],
     )
 
 
@@ -508,10 +513,12 @@ class Store:
         metadata: Mapping[str, str] | None = None,
         credentials: Mapping[str, Any] | None = None,
         enabled: bool = True,
+        payload_filter: str | None = None,
     ) -> Endpoint:
         """Insert an endpoint (already validated by the caller) and return it.
 
         Created disabled (`enabled` False), its reason is "disabled by operator".
+        `payload_filter` is jsonpath text (see `check_payload_filter`).
         """
         row = await self.pool.fetchrow(
             QUERIES["endpoint_insert"],
@@ -524,9 +531,31 @@ class Store:
             orjson.dumps(dict(metadata or {})).decode(),
             self._seal_credentials(credentials),
             enabled,
+            payload_filter,
         )
         assert row is not None
         return _endpoint(row, self.box)
+
+    @_mapped
+    async def check_payload_filter(self, text: str) -> str:
+        """Ask PostgreSQL whether `text` is a usable payload filter; return its canonical text.
+
+        Usable: a valid jsonpath whose evaluation on `{}` yields a boolean or unknown, that is a
+        predicate without variables (at least on the branches `{}` reaches).
+        Raises InvalidPayloadFilter with PostgreSQL's message and SQLSTATE (syntax errors, invalid
+        regular expressions, data exceptions, undefined variables); StoreUnavailable.
+        """
+        try:
+            row = await self.pool.fetchrow(QUERIES["payload_filter_check"], text)
+        except asyncpg.PostgresError as exc:
+            state = exc.sqlstate or ""
+            if _denied(exc) or is_transient(exc) or not state.startswith(_FILTER_ERROR_CLASSES):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else state
+            raise InvalidPayloadFilter(message, state) from None
+        assert row is not None
+        canonical: str = row["canonical"]
+        return canonical
 
     def _seal_credentials(self, credentials: Mapping[str, Any] | None) -> str | None:
         return self.box.seal(orjson.dumps(dict(credentials)).decode()) if credentials else None
@@ -684,8 +713,9 @@ class Store:
         """Change the given fields of an endpoint (of `tenant` when given) in one transaction;
         return it as it is now, or None if there is no such endpoint.
 
-        `fields` (already validated) may hold url, event_types, tenant, description (None clears
-        them), metadata (replaces) and settings (merged into the overrides); `settings_unset` keys
+        `fields` (already validated) may hold url, event_types, tenant, description and
+        payload_filter (None clears them), metadata (replaces) and settings (merged into the
+        overrides); `settings_unset` keys
         are removed from the overrides (back to the configured default). `replace_credentials`
         sets the credentials to `credentials` (None: none). `enabled` True or False enables or
         disables the endpoint and resumes or pauses its deliveries, as `set_endpoint_enabled`.
