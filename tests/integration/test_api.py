@@ -27,6 +27,7 @@ from support.api import OPERATOR, ApiClient, api_daemon
 from support.daemon import publish, running_daemon
 from support.proc import run_cli
 from support.receiver import Receiver
+from support.tcpproxy import TcpProxy
 
 CONTRACT = Contract(DOCUMENT)
 
@@ -565,6 +566,32 @@ async def test_without_a_tokens_file_the_api_is_off(
             assert isinstance(daemon, Daemon) and daemon.api is None
     off = [r for r in caplog.records if "operator API off" in r.getMessage()]
     assert len(off) == 1, [r.getMessage() for r in caplog.records]
+
+
+async def test_the_api_answers_503_with_retry_after_while_the_database_is_away(
+    dsn: str, tmp_path: Path
+) -> None:
+    with socket.socket() as closed:  # bound, never listening: connecting to it is refused
+        closed.bind(("127.0.0.1", 0))
+        async with TcpProxy.to_postgres(dsn) as proxy:
+            database = proxy.upstream
+            through = proxy.dsn_through(dsn)
+            # The LISTEN connection goes direct: only the pool the API uses loses its database.
+            overrides = {"database": {"listen_dsn": dsn, "connect_timeout_s": 1.0}}
+            async with api_daemon(through, tmp_path, overrides=overrides) as (_, c):
+                ops = c[OPERATOR]
+                assert (await ops.get("/v1/endpoints")).ok()["data"] == []
+                proxy.retarget(closed.getsockname())
+                await proxy.cut()
+                away = await ops.get("/v1/endpoints")
+                assert "database" in away.problem(503)["detail"]
+                assert away.headers["Retry-After"].isdigit()
+                proxy.retarget(database)
+                async with asyncio.timeout(10):
+                    while True:  # the pool reconnects on its next use; no signal to wait on
+                        if (await ops.get("/v1/endpoints")).status == 200:
+                            break
+                        await asyncio.sleep(0.1)
 
 
 async def test_the_api_stops_answering_when_the_daemon_stops(dsn: str, tmp_path: Path) -> None:
