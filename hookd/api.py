@@ -184,7 +184,7 @@ class ApiServer:
         except Conflict as exc:
             return Problem(409, "Conflict", str(exc), kind="urn:hookd:problem:conflict").response()
         except (DatabaseUnavailable, SchemaMissing) as exc:
-            log.warning("api: %s %s: %s", request.method, request.path, exc)
+            log.debug("api: %s %s: %s", request.method, request.path, exc)
             return Problem(
                 503,
                 "Service Unavailable",
