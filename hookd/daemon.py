@@ -258,9 +258,6 @@ class Daemon:
         (ConfigError); None when the API is off."""
         path = self.cfg.api.tokens_file
         if not path:
-            log.info(
-                "operator API off: set api.tokens_file (see `hookd api-token add`) to serve it"
-            )
             return None
         tokens = TokenFile(path)
         if not tokens.load():
@@ -283,6 +280,9 @@ class Daemon:
         """
         cfg = self.cfg.api
         if tokens is None:
+            log.info(
+                "operator API off: set api.tokens_file (see `hookd api-token add`) to serve it"
+            )
             yield
             return
         sec = self.cfg.security
