@@ -7,7 +7,7 @@ has a `<script>` in its URL. The browser logs in with a token, finds both endpoi
 failing one to its dead letters and the attempt's 500, retries it once the receiver answers 200 and
 sees it delivered, resends it, sends a test event to the healthy endpoint, disables and enables it,
 and logs out; a forged form without the CSRF token is refused; a tenant's token sees only its
-tenant. Every page is screenshotted into tests/artifacts/<test name>/ (the path is printed).
+tenant; while the daemon's database is unreachable the console says so. Every page is screenshotted into tests/artifacts/<test name>/ (the path is printed).
 
 Every wait is bounded: Playwright's own timeouts (a few seconds, tests/support/browser.py), the
 receiver's waits, and a reload loop with a deadline where the page has to catch up with the
@@ -35,6 +35,7 @@ from support.browser import Screenshots, chromium, new_context
 from support.daemon import publish, wait_until
 from support.proc import DaemonProcess, write_config
 from support.receiver import BODY, Receiver
+from support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -59,11 +60,17 @@ async def _add_endpoint(
 
 @asynccontextmanager
 async def _console_daemon(dsn: str, tmp_path: Path, token_lines: list[str]) -> AsyncIterator[str]:
-    """A daemon with the API (and so the console) on a free port; yields the base URL."""
+    """A daemon with the API (and so the console) on a free port, reaching its database at `dsn`;
+    yields the base URL."""
     tokens_file = tmp_path / "tokens"
     tokens_file.write_text("\n".join(token_lines) + "\n", encoding="utf-8")
     cfg = write_config(
-        tmp_path / "hookd.toml", {"api": {"port": 0, "tokens_file": str(tokens_file)}}
+        tmp_path / "hookd.toml",
+        {
+            "api": {"port": 0, "tokens_file": str(tokens_file)},
+            # A database outage must show as a page within Playwright's patience.
+            "database": {"connect_timeout_s": 2.0},
+        },
     )
     async with DaemonProcess(dsn, cfg, name="hookd-console") as daemon:
         line = await daemon.wait_for_line("api server on", 10)
@@ -74,6 +81,23 @@ async def _console_daemon(dsn: str, tmp_path: Path, token_lines: list[str]) -> A
 
 async def _row_state(page: Page, delivery_id: int) -> str:
     return (await page.locator(f'tr[data-delivery="{delivery_id}"] td.state').inner_text()).strip()
+
+
+async def _reload_until_heading(page: Page, want: str, timeout_s: float) -> None:
+    """Reload the page until its heading reads `want`, within `timeout_s`."""
+    heading = ""
+    try:
+        async with asyncio.timeout(timeout_s):
+            while True:
+                heading = (await page.locator("h1").inner_text()).strip()
+                if heading == want:
+                    return
+                await asyncio.sleep(0.1)  # between reloads: the pool reconnects on demand
+                await page.reload()
+    except TimeoutError:
+        raise AssertionError(
+            f"page heading still {heading!r}, not {want!r}, after {timeout_s}s"
+        ) from None
 
 
 async def _reload_until_state(page: Page, want: str, timeout_s: float) -> None:
@@ -123,7 +147,11 @@ async def test_console_in_a_browser(
 
         conn = await asyncpg.connect(dsn)
         try:
-            async with _console_daemon(dsn, tmp_path, token_lines) as base:
+            # The daemon reaches the database through a proxy the test can break.
+            async with (
+                TcpProxy.to_postgres(dsn) as proxy,
+                _console_daemon(proxy.dsn_through(dsn), tmp_path, token_lines) as base,
+            ):
                 event_id = await publish(conn, "order.paid", {"order": 1})
                 await publish(conn, "order.paid", {"order": 2}, tenant="acme")
                 failed_id: int = await wait_until(
@@ -278,6 +306,16 @@ async def test_console_in_a_browser(
                     await page.goto(f"{base}/console/deliveries?state=lost")
                     await expect(page.locator(".flash.error")).to_contain_text("state:")
                     await shot("error-bad-filter")
+
+                    # -- the database goes away, and comes back ----------------------------------
+                    postgres = proxy.upstream
+                    proxy.retarget(tmp_path / "no-postgres-here.sock")
+                    await proxy.cut()
+                    await page.goto(f"{base}/console/endpoints")
+                    await expect(page.locator("h1")).to_have_text("Database unavailable")
+                    await shot("error-database-unavailable")
+                    proxy.retarget(postgres)
+                    await _reload_until_heading(page, "Endpoints", timeout_s=10)
 
                     # -- log out -----------------------------------------------------------------
                     await page.get_by_role("button", name="Log out").click()
