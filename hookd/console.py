@@ -129,7 +129,8 @@ class BadFilter(HookdError):
     """A query parameter of a console page is invalid."""
 
 
-Page = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request, Session], Awaitable[web.StreamResponse]]
+"""A console handler that needs a session."""
 
 
 def csrf_token(session_token: str) -> str:
@@ -167,7 +168,7 @@ class Console:
         r.add_get(PREFIX + "/", self._index)
         r.add_get(PREFIX + "/static/console.css", self._stylesheet)
         r.add_get(PREFIX + "/login", self._login_form)
-        r.add_post(PREFIX + "/login", self._login)
+        r.add_post(PREFIX + "/login", self._login_guarded)
         r.add_post(PREFIX + "/logout", self._action(self._logout))
         r.add_get(PREFIX + "/endpoints", self._page(self._endpoints))
         r.add_get(PREFIX + "/endpoints/{id}", self._page(self._endpoint))
@@ -264,7 +265,7 @@ class Console:
         context = {"title": title, "message": message, "status": status}
         return self._render(request, "error.html", context, session=session, status=status)
 
-    def _page(self, page: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _page(self, page: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """A GET handler: needs a session (else to the login form); errors become error pages."""
 
         async def handle(request: web.Request) -> web.StreamResponse:
@@ -292,7 +293,7 @@ class Console:
 
         return handle
 
-    def _action(self, action: Page) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    def _action(self, action: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """A POST handler: needs a session and its CSRF token (else 403). The action returns its
         redirect; service errors become an error flash on the page the action came from."""
 
@@ -358,6 +359,17 @@ class Console:
         self._set_cookie(response, LOGIN_COOKIE, nonce)
         return response
 
+    async def _login_guarded(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._login(request)
+        except ConfigError as exc:
+            return self._error(request, 503, "Console unavailable", str(exc), None)
+        except Exception:
+            log.exception("console: login failed")
+            return self._error(
+                request, 500, "Internal error", "the login failed; see the daemon's log", None
+            )
+
     async def _login(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
         nonce, token = form.get("nonce"), form.get("token")
@@ -371,10 +383,7 @@ class Console:
         if not isinstance(token, str) or not token.strip():
             return self._login_page(request, status=400, error="enter an API token")
         token = token.strip()
-        try:
-            found = self.tokens.verify(token) if len(token) <= MAX_TOKEN_CHARS else None
-        except ConfigError as exc:
-            return self._error(request, 503, "Console unavailable", str(exc), None)
+        found = self.tokens.verify(token) if len(token) <= MAX_TOKEN_CHARS else None
         if found is None:
             log.warning("console: login refused (unknown token) from %s", request.remote)
             return self._login_page(
