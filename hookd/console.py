@@ -179,6 +179,8 @@ class Console:
         r.add_get(PREFIX + "/deliveries/{id}", self._page(self._delivery))
         r.add_post(PREFIX + "/deliveries/{id}/retry", self._action(self._retry))
         r.add_post(PREFIX + "/deliveries/{id}/resend", self._action(self._resend))
+        # Last: any other path under /console is an HTML 404, not the API's problem document.
+        r.add_get(PREFIX + "/{tail:.*}", self._page(self._no_such_page))
 
     # -- sessions and cookies --------------------------------------------------------------
 
@@ -400,6 +402,9 @@ class Console:
         self._clear_cookie(response, SESSION_COOKIE)
         return response
 
+    async def _no_such_page(self, request: web.Request, session: Session) -> web.StreamResponse:
+        return self._error(request, 404, "Not found", f"no console page at {request.path}", session)
+
     # -- endpoints -------------------------------------------------------------------------
 
     async def _endpoints(self, request: web.Request, session: Session) -> web.StreamResponse:
@@ -443,6 +448,7 @@ class Console:
             "breaker": _breaker(endpoint, datetime.now(UTC)),
             "settings": sorted(endpoint.settings.items()),
             "auth": sorted(endpoint.credentials or {}),
+            "metadata": sorted((endpoint.metadata or {}).items()),
         }
         return self._render(request, "endpoint.html", context, session=session)
 
@@ -561,17 +567,29 @@ class Console:
             return self._redirect(
                 back, Flash("error", f"delivery {delivery_id} is not failed: nothing to retry")
             )
+        if result.paused:
+            return self._redirect(
+                back,
+                Flash(
+                    "ok",
+                    f"delivery {delivery_id} is paused: it gets another attempt when its "
+                    "endpoint is enabled",
+                ),
+            )
         return self._redirect(
             back, Flash("ok", f"delivery {delivery_id} queued for another attempt")
         )
 
     async def _resend(self, request: web.Request, session: Session) -> web.StreamResponse:
         delivery_id = _path_id(request, "delivery")
-        await self.service.resend(session.scope, delivery_id)
-        return self._redirect(
-            f"{PREFIX}/deliveries/{delivery_id}",
-            Flash("ok", f"delivery {delivery_id} queued to be sent again (same webhook-id)"),
-        )
+        delivery = await self.service.resend(session.scope, delivery_id)
+        if delivery.state == DeliveryState.PAUSED:
+            text = (
+                f"delivery {delivery_id} is paused: it is sent again when its endpoint is enabled"
+            )
+        else:
+            text = f"delivery {delivery_id} queued to be sent again (same webhook-id)"
+        return self._redirect(f"{PREFIX}/deliveries/{delivery_id}", Flash("ok", text))
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -583,7 +601,7 @@ def _secure(response: web.StreamResponse) -> None:
 
 
 def _unavailable(exc: StoreUnavailable) -> str:
-    return f"the database is unavailable for now ({exc}); try again shortly"
+    return f"{exc}; try again shortly"
 
 
 def _back_for(path: str) -> str:

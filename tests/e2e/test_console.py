@@ -41,17 +41,23 @@ pytestmark = pytest.mark.timeout(180)
 
 SCRIPT_IN_BODY = "<script>window.__pwned = 'body'</script> upstream exploded"
 SCRIPT_IN_URL = "<script>window.__pwned='url'</script>"
-_API_LINE = re.compile(r"api server on (http://[0-9.]+:\d+)")
+SCRIPT_IN_DESCRIPTION = "<script>window.__pwned = 'description'</script> billing hooks"
+_API_LINE = re.compile(r"operator API on (http://[0-9.]+:\d+)")
 
 
 async def _add_endpoint(
-    dsn: str, url: str, *, tenant: str | None = None, settings: dict[str, Any] | None = None
+    dsn: str,
+    url: str,
+    *,
+    tenant: str | None = None,
+    settings: dict[str, Any] | None = None,
+    description: str | None = None,
 ) -> int:
     pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1)
     assert pool is not None
     try:
         endpoint = await Store(pool).add_endpoint(
-            url, generate_secret(), ("*",), tenant, settings or {}
+            url, generate_secret(), ("*",), tenant, settings or {}, description=description
         )
     finally:
         await pool.close()
@@ -73,7 +79,7 @@ async def _console_daemon(dsn: str, tmp_path: Path, token_lines: list[str]) -> A
         },
     )
     async with DaemonProcess(dsn, cfg, name="hookd-console") as daemon:
-        line = await daemon.wait_for_line("api server on", 10)
+        line = await daemon.wait_for_line("operator API on", 10)
         match = _API_LINE.search(line)
         assert match, f"no API address in {line!r}"
         yield match.group(1)
@@ -142,7 +148,11 @@ async def test_console_in_a_browser(
         failing_id = await _add_endpoint(
             dsn, receiver.url_for("/failing"), settings={"retry_max_attempts": 1}
         )
-        healthy_id = await _add_endpoint(dsn, receiver.url_for("/healthy?tag=" + SCRIPT_IN_URL))
+        healthy_id = await _add_endpoint(
+            dsn,
+            receiver.url_for("/healthy?tag=" + SCRIPT_IN_URL),
+            description=SCRIPT_IN_DESCRIPTION,
+        )
         acme_id = await _add_endpoint(dsn, receiver.url_for("/acme"), tenant="acme")
 
         conn = await asyncpg.connect(dsn)
@@ -204,6 +214,7 @@ async def test_console_in_a_browser(
                     healthy_row = table.locator(f'tr[data-endpoint="{healthy_id}"]')
                     # The URL's <script> is shown as text, not run.
                     await expect(healthy_row.locator("td.url")).to_contain_text(SCRIPT_IN_URL)
+                    await expect(healthy_row).to_contain_text(SCRIPT_IN_DESCRIPTION)
                     failing_row = table.locator(f'tr[data-endpoint="{failing_id}"]')
                     await expect(failing_row).to_contain_text("500")
                     await expect(healthy_row).to_contain_text("204")
@@ -261,6 +272,7 @@ async def test_console_in_a_browser(
                     # -- test event to the healthy endpoint --------------------------------------
                     await page.goto(f"{base}/console/endpoints/{healthy_id}")
                     await expect(page.locator("#details")).to_contain_text(SCRIPT_IN_URL)
+                    await expect(page.locator("#description")).to_have_text(SCRIPT_IN_DESCRIPTION)
                     await page.get_by_role("button", name="Send test event").click()
                     await expect(page.locator(".flash.ok")).to_contain_text(
                         "test event delivered: HTTP 204"
