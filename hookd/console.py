@@ -23,8 +23,9 @@ is never put in a URL. A tenant token sees only its tenant: every call gets `Sco
 
 Forgery: every action form carries a CSRF token, an HMAC-SHA256 of the session token (so it needs
 no server-side state and holds across daemons); a missing or wrong one is refused with 403. The
-login form is protected the same way by a random value in a SameSite=Strict cookie that the form
-repeats (double submit), so another site cannot log a browser in with its own token.
+login form is protected by a nonce this process signed, in a SameSite=Strict cookie that the form
+repeats (double submit), so another site cannot log a browser in with its own token (a login form
+left open across a restart asks to try again).
 
 Every page is rendered by Jinja2 with autoescaping, under a Content-Security-Policy that allows no
 scripts at all. Errors of the service (NotFound, Conflict, InvalidInput, StoreUnavailable) become a
@@ -146,8 +147,8 @@ class Console:
         self.service = service
         self.tokens = tokens
         self.secure_cookies = secure_cookies
-        # Signs flash cookies only: a flash lost across a restart costs nothing.
-        self._flash_key = secrets.token_bytes(32)
+        # Signs flash cookies and login nonces only: losing either at a restart costs a reload.
+        self._key = secrets.token_bytes(32)
         self._css = resources.files("hookd").joinpath("templates/console/console.css").read_text()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -214,14 +215,12 @@ class Console:
 
     def _flash_value(self, flash: Flash) -> str:
         body = base64.urlsafe_b64encode(orjson.dumps([flash.level, flash.text])).decode()
-        mac = hmac.new(self._flash_key, body.encode(), hashlib.sha256).hexdigest()
-        return f"{body}.{mac}"
+        return f"{body}.{self._sign('flash', body)}"
 
     def _read_flash(self, request: web.Request) -> Flash | None:
         raw = request.cookies.get(FLASH_COOKIE, "")
         body, _, mac = raw.partition(".")
-        want = hmac.new(self._flash_key, body.encode(), hashlib.sha256).hexdigest()
-        if not body or not hmac.compare_digest(mac, want):
+        if not body or not hmac.compare_digest(mac, self._sign("flash", body)):
             return None
         try:
             level, text = orjson.loads(base64.urlsafe_b64decode(body))
@@ -353,8 +352,22 @@ class Console:
     async def _login_form(self, request: web.Request) -> web.StreamResponse:
         return self._login_page(request, status=200)
 
+    def _sign(self, purpose: str, value: str) -> str:
+        return hmac.new(self._key, f"{purpose}:{value}".encode(), hashlib.sha256).hexdigest()
+
+    def _new_nonce(self) -> str:
+        value = secrets.token_urlsafe(18)
+        return f"{value}.{self._sign('login', value)}"
+
+    def _nonce_ok(self, nonce: object, cookie: str) -> bool:
+        """The form's nonce equals the cookie's, and this process made it."""
+        if not isinstance(nonce, str) or not cookie or not hmac.compare_digest(nonce, cookie):
+            return False
+        value, _, mac = nonce.partition(".")
+        return hmac.compare_digest(mac, self._sign("login", value))
+
     def _login_page(self, request: web.Request, *, status: int, error: str = "") -> web.Response:
-        nonce = secrets.token_urlsafe(24)
+        nonce = self._new_nonce()
         response = self._render(
             request, "login.html", {"nonce": nonce, "error": error}, session=None, status=status
         )
@@ -374,9 +387,8 @@ class Console:
 
     async def _login(self, request: web.Request) -> web.StreamResponse:
         form = await request.post()
-        nonce, token = form.get("nonce"), form.get("token")
-        expected = request.cookies.get(LOGIN_COOKIE, "")
-        if not (isinstance(nonce, str) and expected and hmac.compare_digest(nonce, expected)):
+        token = form.get("token")
+        if not self._nonce_ok(form.get("nonce"), request.cookies.get(LOGIN_COOKIE, "")):
             return self._login_page(
                 request,
                 status=403,
