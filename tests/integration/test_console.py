@@ -18,12 +18,15 @@ import aiohttp
 import asyncpg
 import pytest
 
-from hookd.console import csrf_token
+from hookd.console import PAGE_SIZE, csrf_token
 
 from support.api import OPERATOR, api_daemon
-from support.daemon import add_endpoint
+from support.daemon import add_endpoint, publish, wait_until
+from support.receiver import Receiver
 
 _NONCE = re.compile(r'name="nonce" value="([^"]+)"')
+_DELIVERY_ROW = re.compile(r'<tr data-delivery="(\d+)">')
+_OLDER = re.compile(r'<a rel="next" href="([^"]+)">Older deliveries')
 
 
 @asynccontextmanager
@@ -165,3 +168,43 @@ async def test_bad_input_is_a_readable_page(
             assert resp.content_type == "text/html"
             assert says in text, text[:2000]
             assert "Traceback" not in text
+
+
+async def test_deliveries_page_older_and_keep_the_filters(dsn: str, tmp_path: Path) -> None:
+    """Keyset pages: every delivery of the endpoint exactly once, newest first, the filter kept on
+    the "older" link; a delivery of another endpoint never shows."""
+    total = PAGE_SIZE + 5
+    async with Receiver() as receiver, _console(dsn, tmp_path) as (base, tokens, http):
+        endpoint_id, _ = await add_endpoint(dsn, receiver.url_for("/mine"), ("order.*",))
+        await add_endpoint(dsn, receiver.url_for("/other"), ("user.*",))
+        conn = await asyncpg.connect(dsn)
+        try:
+            for i in range(total):
+                await publish(conn, "order.paid", {"i": i})
+            await publish(conn, "user.created", {"i": 0})
+            await wait_until(
+                conn, "SELECT count(*) = $1 FROM hookd.deliveries", total + 1, timeout_s=20
+            )
+            mine = await conn.fetchval(
+                "SELECT array_agg(id ORDER BY id DESC) FROM hookd.deliveries WHERE endpoint_id = $1",
+                endpoint_id,
+            )
+        finally:
+            await conn.close()
+        cookie = {"Cookie": f"hookd_session={tokens[OPERATOR]}"}
+        seen: list[int] = []
+        pages = 0
+        url: str | None = f"{base}/console/deliveries?endpoint={endpoint_id}"
+        while url is not None:
+            pages += 1
+            assert pages <= 3, "more pages than rows allow"
+            async with http.get(url, headers=cookie) as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            seen += [int(i) for i in _DELIVERY_ROW.findall(text)]
+            older = _OLDER.search(text)
+            url = base + older.group(1).replace("&amp;", "&") if older else None
+            if url is not None:
+                assert f"endpoint={endpoint_id}" in url, url
+        assert pages == 2
+        assert seen == list(mine), seen
