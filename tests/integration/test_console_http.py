@@ -1,6 +1,6 @@
 """The web console over plain HTTP, against a real daemon's API server and database: the cookie
 flags, the login form's forgery check, sessions that end with their token, tenant scope on
-actions, and readable errors for bad input. (The browser walk-through is tests/e2e/test_console.py.)
+actions, and readable errors for bad input. (The browser walk-through is tests/e2e/test_console_browser.py.)
 
 Cookies are sent and read as headers here, so every attribute the server sets is checked as sent.
 """
