@@ -41,8 +41,9 @@ from aiohttp import web
 from hookd.config import ApiConfig
 from hookd.errors import ConfigError, DatabaseUnavailable, HookdError, SchemaMissing
 from hookd.models import DeliveryState, Endpoint
-from hookd.openapi import DEFAULT_TEST_WAIT_S, DOCUMENT, JSON, MAX_BODY_BYTES, MAX_ID, PROBLEM_JSON
+from hookd.openapi import DEFAULT_TEST_WAIT_S, DOCUMENT, JSON, MAX_BODY_BYTES, PROBLEM_JSON
 from hookd.service import (
+    MAX_ID,
     Conflict,
     EndpointChanges,
     InvalidInput,
@@ -67,12 +68,12 @@ SERVICE_KEY = web.AppKey("hookd.service", Service)
 TOKENS_KEY = web.AppKey("hookd.tokens", TokenFile)
 CONFIG_KEY = web.AppKey("hookd.api_config", ApiConfig)
 
-TOKEN = "hookd.token"
-"""Request key: the ApiToken that authenticated a /v1 request."""
-SCOPE = "hookd.scope"
-"""Request key: the Scope of a /v1 request."""
-OPERATION = "hookd.operation"
-"""Request key: the validation.Operation being served."""
+TOKEN = web.RequestKey("hookd.token", ApiToken)
+"""The ApiToken that authenticated a /v1 request."""
+SCOPE = web.RequestKey("hookd.scope", Scope)
+"""The Scope of a /v1 request."""
+OPERATION = web.RequestKey("hookd.operation", Operation)
+"""The operation of the OpenAPI document being served."""
 
 RETRY_AFTER_S = 2
 """Retry-After sent with a 503 while the database is unavailable, in seconds."""
@@ -177,8 +178,8 @@ def endpoint_json(ep: Endpoint) -> dict[str, Any]:
         "event_types": list(ep.event_types),
         "enabled": ep.enabled,
         "disabled_reason": ep.disabled_reason,
-        "description": getattr(ep, "description", None),
-        "metadata": dict(getattr(ep, "metadata", None) or {}),
+        "description": ep.description,
+        "metadata": dict(ep.metadata or {}),
         "settings": dict(ep.settings),
         "credentials": [k for k in CREDENTIAL_KINDS if k in creds],
         "secret_kind": "ed25519" if ep.secret.startswith(PRIVATE_KEY_PREFIX) else "hmac",
@@ -359,12 +360,14 @@ class ApiServer:
         if isinstance(exc, InvalidInput):
             field = exc.field
             message = message.removeprefix(f"{field}: ")
+            if field == "before_id":  # the service's name for the keyset position
+                field = "cursor"
         elif m := _FIELD_PREFIX.match(message):
             field, message = m.group(1), message[m.end() :]
         if field is None:
             return FieldError(message)
         op = request.get(OPERATION)
-        if isinstance(op, Operation) and op.body is not None:
+        if op is not None and op.body is not None:
             return FieldError(message, pointer="/" + field.replace(".", "/"))
         return FieldError(message, parameter=field)
 

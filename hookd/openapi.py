@@ -14,16 +14,22 @@ from __future__ import annotations
 
 from typing import Any
 
-from hookd.service import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, MAX_TEST_WAIT_S
+from hookd.service import (
+    DEFAULT_PAGE_SIZE,
+    MAX_DESCRIPTION_LENGTH,
+    MAX_GRACE_S,
+    MAX_ID,
+    MAX_METADATA_KEY_LENGTH,
+    MAX_METADATA_KEYS,
+    MAX_METADATA_VALUE_LENGTH,
+    MAX_PAGE_SIZE,
+    MAX_SELECTED_IDS,
+    MAX_TENANT_LENGTH,
+    MAX_TEST_WAIT_S,
+)
 
 MAX_BODY_BYTES = 1024 * 1024
 """Largest request body accepted, in bytes; a larger one is a 413 problem."""
-
-MAX_ID = 2**63 - 1
-"""Ids are PostgreSQL bigints."""
-
-MAX_GRACE_S = 30 * 86400.0
-"""Longest grace period of a secret rotation, in seconds."""
 
 DEFAULT_TEST_WAIT_S = 10.0
 """How long POST /v1/endpoints/{id}/test waits for the attempt when `wait_s` is not given."""
@@ -98,6 +104,16 @@ _SETTINGS: dict[str, Schema] = {
     "retry_jitter": {"type": "number", "minimum": 0, "maximum": 1},
 }
 
+_ONE_AUTH_KIND = {
+    "not": {
+        "anyOf": [
+            {"required": ["basic", "bearer"]},
+            {"required": ["basic", "oauth2"]},
+            {"required": ["bearer", "oauth2"]},
+        ]
+    },
+    "description": "use only one of basic, bearer and oauth2",
+}
 _CREDENTIAL_TEXT = {"type": "string", "minLength": 1, "maxLength": 4096, "pattern": LINE_PATTERN}
 
 _SCHEMAS: dict[str, Schema] = {
@@ -126,25 +142,46 @@ _SCHEMAS: dict[str, Schema] = {
     ),
     "Id": {"type": "integer", "minimum": 1, "maximum": MAX_ID},
     "Time": _TIME,
-    "Tenant": {"type": "string", "minLength": 1, "maxLength": 200, "pattern": LINE_PATTERN},
+    "Tenant": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_TENANT_LENGTH,
+        "pattern": LINE_PATTERN,
+    },
     "EventTypeFilter": {
         "type": "string",
         "maxLength": 200,
         "pattern": "^(\\*|[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*(\\.\\*)?)$",
         "description": "An event type, a 'prefix.*' pattern or '*' for all.",
     },
-    "Description": {"type": "string", "maxLength": 1000, "pattern": NO_NUL_PATTERN},
+    "Description": {
+        "type": "string",
+        "maxLength": MAX_DESCRIPTION_LENGTH,
+        "pattern": NO_NUL_PATTERN,
+    },
     "Metadata": {
         "type": "object",
-        "maxProperties": 50,
-        "propertyNames": {"minLength": 1, "maxLength": 100, "pattern": LINE_PATTERN},
-        "additionalProperties": {"type": "string", "maxLength": 1000, "pattern": NO_NUL_PATTERN},
-        "description": "Free-form string keys and values (at most 50).",
+        "maxProperties": MAX_METADATA_KEYS,
+        "propertyNames": {
+            "minLength": 1,
+            "maxLength": MAX_METADATA_KEY_LENGTH,
+            "pattern": LINE_PATTERN,
+        },
+        "additionalProperties": {
+            "type": "string",
+            "maxLength": MAX_METADATA_VALUE_LENGTH,
+            "pattern": NO_NUL_PATTERN,
+        },
+        "description": f"Free-form string keys and values (at most {MAX_METADATA_KEYS}).",
     },
     "Secret": {
         "type": "string",
         "maxLength": 200,
-        "pattern": "^(whsec|whsk)_[A-Za-z0-9+/=]+$",
+        # Base64 of 24-64 key bytes (HMAC) or of a 32-byte Ed25519 seed (whsk_).
+        "pattern": (
+            "^(whsec_([A-Za-z0-9+/]{4}){8,21}([A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+            "|whsk_([A-Za-z0-9+/]{4}){10}[A-Za-z0-9+/]{3}=)$"
+        ),
         "description": "whsec_... (HMAC-SHA256, v1) or whsk_... (Ed25519 private key, v1a).",
     },
     "Settings": _closed(
@@ -183,6 +220,11 @@ _SCHEMAS: dict[str, Schema] = {
                     "ca_bundle": _CREDENTIAL_TEXT,
                 }
             ),
+        },
+        dependentSchemas={
+            "basic": _ONE_AUTH_KIND,
+            "bearer": _ONE_AUTH_KIND,
+            "oauth2": _ONE_AUTH_KIND,
         },
         description="How hookd authenticates to the receiver: one of basic, bearer and oauth2, "
         "plus optional static headers and TLS files (paths on the daemon's host).",
@@ -407,7 +449,12 @@ _SCHEMAS: dict[str, Schema] = {
     ),
     "Retry": _closed(
         {
-            "ids": {"type": "array", "minItems": 1, "maxItems": 1000, "items": _ref("Id")},
+            "ids": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_SELECTED_IDS,
+                "items": _ref("Id"),
+            },
             "endpoint_id": _ref("Id"),
             "event_type": _ref("EventTypeFilter"),
             "since": _TIME,
@@ -439,8 +486,14 @@ _SCHEMAS: dict[str, Schema] = {
             "count": {"type": "integer", "minimum": 0},
             "ids": {"type": "array", "items": _ref("Id"), "description": "At most 1,000."},
             "dry_run": {"type": "boolean"},
+            "paused": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "Of `count`, deliveries made paused rather than pending: their "
+                "endpoint is disabled (they go out when it is enabled).",
+            },
         },
-        ("count", "ids", "dry_run"),
+        ("count", "ids", "dry_run", "paused"),
     ),
 }
 
@@ -547,6 +600,28 @@ def _json(schema: Schema, description: str, headers: dict[str, Any] | None = Non
     return response
 
 
+def _links(source: str, targets: tuple[str, ...]) -> dict[str, Schema]:
+    """OpenAPI links: the id at JSON pointer `source` of this answer is `id` of each target."""
+    return {
+        target[0].upper() + target[1:]: {
+            "operationId": target,
+            "parameters": {"id": f"$response.body#{source}"},
+        }
+        for target in targets
+    }
+
+
+_ENDPOINT_OPERATIONS = (
+    "getEndpoint",
+    "updateEndpoint",
+    "revealSecret",
+    "rotateSecret",
+    "endpointStats",
+    "sendTest",
+    "deleteEndpoint",
+)
+
+
 def _operation(
     operation_id: str,
     summary: str,
@@ -605,11 +680,14 @@ _PATHS: dict[str, Schema] = {
             "createEndpoint",
             "Create an endpoint (a tenant token creates it in its tenant)",
             {
-                "201": _json(
-                    _ref("EndpointCreated"),
-                    "Created; the signing secret is shown here once.",
-                    {"Location": {"required": True, "schema": {"type": "string"}}},
-                )
+                "201": {
+                    **_json(
+                        _ref("EndpointCreated"),
+                        "Created; the signing secret is shown here once.",
+                        {"Location": {"required": True, "schema": {"type": "string"}}},
+                    ),
+                    "links": _links("/id", _ENDPOINT_OPERATIONS),
+                }
             },
             body="NewEndpoint",
             found=False,
@@ -677,9 +755,15 @@ _PATHS: dict[str, Schema] = {
             "sendTest",
             "Deliver a signed hookd.ping event to this endpoint and wait for the attempt",
             {
-                "200": _json(
-                    _ref("TestResult"), "The test delivery and, if it finished, its attempt."
-                )
+                "200": {
+                    **_json(
+                        _ref("TestResult"), "The test delivery and, if it finished, its attempt."
+                    ),
+                    "links": {
+                        **_links("/delivery/id", ("getDelivery", "listAttempts", "resendDelivery")),
+                        **_links("/delivery/event_id", ("getEvent",)),
+                    },
+                }
             },
             params=_ID,
             body="SendTest",

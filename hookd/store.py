@@ -606,6 +606,19 @@ class Store:
         return [r["id"] for r in rows]
 
     @_mapped
+    async def leases(self) -> tuple[int, datetime | None]:
+        """(pending deliveries leased by a daemon now, when the last of those leases expires)."""
+        r = await self.pool.fetchrow(QUERIES["leases_held"])
+        assert r is not None
+        return int(r["leased"]), r["expire_by"]
+
+    @_mapped
+    async def failed_attempts_by_endpoint(self) -> dict[int, int]:
+        """Failed attempts (no answer or not 2xx) of the last hour, by endpoint id."""
+        rows = await self.pool.fetch(QUERIES["failed_attempts_by_endpoint"])
+        return {r["endpoint_id"]: int(r["failed"]) for r in rows}
+
+    @_mapped
     async def status(self) -> StatusCounts:
         """Backlog and pending figures."""
         r = await self.pool.fetchrow(QUERIES["status_counts"])

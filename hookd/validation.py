@@ -360,8 +360,8 @@ def _detail(keyword: Any, expected: Any, schema: Mapping[str, Any], error: Valid
             return _PATTERN_HINTS[expected]
         hint = schema.get("description")
         return f"not in the expected form: {hint}" if hint else f"must match {expected}"
-    message = error.message
-    return message if len(message) <= 200 else message[:197] + "..."
+    # jsonschema's own messages repeat the value (which may be a secret): never shown.
+    return str(schema.get("description") or f"not allowed here ({keyword})")
 
 
 def _number(value: Any) -> str:

@@ -8,6 +8,7 @@ shape on the way.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ import orjson
 from multidict import CIMultiDictProxy
 
 from hookd import tokens
+from hookd.config import Config, SecurityConfig
 from hookd.daemon import Daemon
+from hookd.destinations import DestinationPolicy, IPAddress
 
 from support.daemon import running_daemon
 
@@ -120,6 +123,33 @@ class ApiClient:
         raise AssertionError(f"{path}: more than 100 pages")
 
 
+class LoopbackOnlyPolicy(DestinationPolicy):
+    """The SSRF guard, stricter: only loopback addresses, for daemons fed generated URLs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    def host_allowed(self, host: str) -> bool:
+        return False
+
+    def address_allowed(self, addr: IPAddress) -> bool:
+        return addr.is_loopback
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class LoopbackOnlySecurity(SecurityConfig):
+    """[security] whose guard lets the daemon connect to loopback addresses only."""
+
+    def policy(self) -> DestinationPolicy:
+        return LoopbackOnlyPolicy()
+
+
+def loopback_only(cfg: Config) -> Config:
+    """`cfg` with the loopback-only guard (for `running_daemon(configure=...)`)."""
+    fields = {f.name: getattr(cfg.security, f.name) for f in dataclasses.fields(SecurityConfig)}
+    return dataclasses.replace(cfg, security=LoopbackOnlySecurity(**fields))
+
+
 def write_tokens(path: Path, tenants: tuple[str, ...]) -> dict[str, str]:
     """A tokens file with an operator token and one per tenant; returns name -> token."""
     made = {OPERATOR: tokens.generate(), **{t: tokens.generate() for t in tenants}}
@@ -136,8 +166,13 @@ async def api_daemon(
     tmp_path: Path,
     tenants: tuple[str, ...] = ("acme", "globex"),
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    only_loopback: bool = False,
 ) -> AsyncIterator[tuple[Daemon, dict[str, ApiClient]]]:
-    """A daemon serving the API; yields it and {token name: client} (plus "anonymous")."""
+    """A daemon serving the API; yields it and {token name: client} (plus "anonymous").
+
+    `only_loopback`: its SSRF guard refuses every address but loopback (for generated input).
+    """
     tokens_file = tmp_path / "api-tokens"
     made = write_tokens(tokens_file, tenants)
     settings: dict[str, dict[str, Any]] = {
@@ -146,7 +181,11 @@ async def api_daemon(
     }
     for section, values in (overrides or {}).items():
         settings.setdefault(section, {}).update(values)
-    async with running_daemon(dsn, settings) as daemon, aiohttp.ClientSession() as session:
+    configure = loopback_only if only_loopback else None
+    async with (
+        running_daemon(dsn, settings, configure=configure) as daemon,
+        aiohttp.ClientSession() as session,
+    ):
         assert daemon.api is not None and daemon.api.port
         base = f"http://127.0.0.1:{daemon.api.port}"
         clients = {name: ApiClient(session, base, tok) for name, tok in made.items()}
