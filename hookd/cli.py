@@ -152,11 +152,23 @@ def parse_duration(text: str, flag: str) -> float:
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = await migrate.apply_to(_dsn(args), connect_timeout_s=10.0)
+    if args.print_grants:
+        print(migrate.grants_sql(args.app_role, args.daemon_role), end="")
+        return 0
+    applied = await migrate.apply_to(
+        _dsn(args), connect_timeout_s=10.0, app_role=args.app_role, daemon_role=args.daemon_role
+    )
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema at version {applied[-1]}")
     else:
         print(f"schema already at version {migrate.latest_version()}; nothing to do")
+    if args.app_role:
+        print(f"granted {args.app_role}: USAGE on schema hookd, EXECUTE on hookd.publish")
+    if args.daemon_role:
+        print(
+            f"granted {args.daemon_role}: USAGE on schema hookd; SELECT, INSERT, UPDATE, DELETE on"
+            " its tables; USAGE on its sequences; EXECUTE on its functions"
+        )
     return 0
 
 
@@ -1025,8 +1037,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hookd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("migrate", help="create or upgrade the hookd schema")
+    p = sub.add_parser("migrate", help="create or upgrade the hookd schema (and grant roles)")
     _db_args(p)
+    p.add_argument(
+        "--app-role",
+        metavar="ROLE",
+        help="grant ROLE the right to call hookd.publish, nothing more",
+    )
+    p.add_argument(
+        "--daemon-role", metavar="ROLE", help="grant ROLE what `hookd run` and the CLI need"
+    )
+    p.add_argument(
+        "--print-grants",
+        action="store_true",
+        help="print the GRANT statements for the roles instead of migrating (no database needed)",
+    )
     p.set_defaults(fn=cmd_migrate)
 
     ep = sub.add_parser("endpoint", help="manage endpoints").add_subparsers(
