@@ -52,7 +52,12 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from hookd.errors import ConfigError, HookdError, InvalidEndpoint, StoreUnavailable
+from hookd.errors import (
+    DatabaseUnavailable,
+    HookdError,
+    InvalidEndpoint,
+    SchemaMissing,
+)
 from hookd.models import DeliveryState, Endpoint, EndpointStats
 from hookd.service import (
     Conflict,
@@ -282,9 +287,11 @@ class Console:
                 return self._error(request, 400, "Invalid request", str(exc), session)
             except Conflict as exc:
                 return self._error(request, 409, "Not possible now", str(exc), session)
-            except StoreUnavailable as exc:
+            except (DatabaseUnavailable, SchemaMissing) as exc:
                 return self._error(request, 503, "Database unavailable", _unavailable(exc), session)
-            except ConfigError as exc:
+            except HookdError as exc:
+                # ConfigError (the tokens file), PermissionDenied (grants): one line, safe to show.
+                log.warning("console: %s %s: %s", request.method, request.path, exc)
                 return self._error(request, 503, "Console unavailable", str(exc), session)
             except Exception:
                 log.exception("console: %s %s failed", request.method, request.path)
@@ -323,9 +330,10 @@ class Console:
                 return self._error(request, 404, "Not found", str(exc), session)
             except (Conflict, InvalidEndpoint, BadFilter) as exc:
                 return self._redirect(back, Flash("error", str(exc)))
-            except StoreUnavailable as exc:
+            except (DatabaseUnavailable, SchemaMissing) as exc:
                 return self._redirect(back, Flash("error", _unavailable(exc)))
-            except ConfigError as exc:
+            except HookdError as exc:
+                log.warning("console: %s %s: %s", request.method, request.path, exc)
                 return self._error(request, 503, "Console unavailable", str(exc), session)
             except Exception:
                 log.exception("console: %s %s failed", request.method, request.path)
@@ -340,7 +348,7 @@ class Console:
     async def _index(self, request: web.Request) -> web.StreamResponse:
         try:
             session = self._session(request)
-        except ConfigError as exc:
+        except HookdError as exc:
             return self._error(request, 503, "Console unavailable", str(exc), None)
         return self._redirect(PREFIX + ("/endpoints" if session else "/login"))
 
@@ -377,7 +385,8 @@ class Console:
     async def _login_guarded(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._login(request)
-        except ConfigError as exc:
+        except HookdError as exc:
+            log.warning("console: login: %s", exc)
             return self._error(request, 503, "Console unavailable", str(exc), None)
         except Exception:
             log.exception("console: login failed")
@@ -612,7 +621,7 @@ def _secure(response: web.StreamResponse) -> None:
         response.headers.setdefault(name, value)
 
 
-def _unavailable(exc: StoreUnavailable) -> str:
+def _unavailable(exc: HookdError) -> str:
     return f"{exc}; try again shortly"
 
 
