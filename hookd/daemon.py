@@ -20,6 +20,7 @@ from hookd import config, logs
 from hookd.admin import AdminServer
 from hookd.api import ApiServer, Setup
 from hookd.config import Config
+from hookd.console import setup_console
 from hookd.dispatcher import Dispatcher
 from hookd.errors import ConfigError, HookdError, StoreUnavailable
 from hookd.hostpool import HostPools
@@ -268,9 +269,9 @@ class Daemon:
             )
         return tokens
 
-    def _api_setups(self) -> list[Setup]:
-        """What else the API server serves (the web console adds itself here)."""
-        return []
+    def _api_setups(self, service: Service, tokens: TokenFile) -> list[Setup]:
+        """What else the API server serves: the web console under /console."""
+        return [setup_console(service, tokens, secure_cookies=self.cfg.api.secure_cookies)]
 
     @contextlib.asynccontextmanager
     async def _api_server(self, store: Store, tokens: TokenFile | None) -> AsyncIterator[None]:
@@ -287,7 +288,7 @@ class Daemon:
             return
         sec = self.cfg.security
         service = Service(store, allow_http=sec.allow_http, policy=sec.policy())
-        api = ApiServer(service, tokens, cfg, setups=self._api_setups())
+        api = ApiServer(service, tokens, cfg, setups=self._api_setups(service, tokens))
         try:
             await api.__aenter__()
         except OSError as exc:
