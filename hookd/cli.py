@@ -1,6 +1,7 @@
 """The `hookd` command line: migrate, endpoint, run, deliveries, attempts, retry, resend, replay,
-status, demo. Endpoint, delivery and action commands go through the operating service
-(hookd/service.py) as an operator (`Scope()`), the same code the HTTP API runs.
+status, demo, and event-type (the event catalogue, in hookd/cli_catalogue.py). Endpoint, delivery,
+catalogue and action commands go through the operating service (hookd/service.py) as an operator
+(`Scope()`), the same code the HTTP API runs.
 
 User mistakes (bad configuration, unreachable database, invalid input, no such object, a state
 that forbids the action) end with one line on stderr starting with "hookd: error:" and exit
@@ -22,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from hookd import __version__, config, logs, migrate, tokens
+from hookd import __version__, cli_catalogue, config, logs, migrate, tokens
 from hookd.auth import validate_credentials
 from hookd.endpoints import SETTING_TYPES, validate_settings
 from hookd.errors import ConfigError, HookdError
@@ -650,7 +651,7 @@ async def cmd_endpoint_test(args: argparse.Namespace) -> int:
         raise HookdError(f"--wait: give 0 to {MAX_TEST_WAIT_S:.0f} seconds")
 
     async def go(service: Service, cfg: config.Config) -> int:
-        result = await service.send_test(OPERATOR, args.id, args.wait)
+        result = await service.send_test(OPERATOR, args.id, args.wait, args.event_type)
         d = result.delivery
         print(
             f"test event {d.event_id} ({result.webhook_id}) sent to endpoint {args.id} as delivery {d.id}"
@@ -1155,9 +1156,16 @@ def build_parser() -> argparse.ArgumentParser:
     _override_args(p)
     _unset_arg(p)
     p.set_defaults(fn=cmd_endpoint_update)
-    p = ep.add_parser("test", help="send a signed hookd.ping to one endpoint and show its attempt")
+    p = ep.add_parser(
+        "test", help="send a signed test event (hookd.ping) to one endpoint and show its attempt"
+    )
     _db_args(p)
     p.add_argument("id", type=int)
+    p.add_argument(
+        "--event-type",
+        metavar="TYPE",
+        help="send an event of this catalogue type, its example as payload (not a hookd.ping)",
+    )
     p.add_argument(
         "--wait",
         type=float,
@@ -1281,6 +1289,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run everything on a throwaway PostgreSQL and a local receiver")
     p.set_defaults(fn=cmd_demo)
+
+    cli_catalogue.add_parser(sub, _db_args, _with_service)
 
     _api_token_commands(sub)
     return parser

@@ -49,3 +49,7 @@ class InvalidPayloadFilter(HookdError):
     def __init__(self, message: str, sqlstate: str) -> None:
         super().__init__(message)
         self.sqlstate = sqlstate
+
+
+class Busy(HookdError):
+    """Another transaction holds a lock this change needs; try again (SQLSTATE 55P03)."""

@@ -196,3 +196,19 @@ class EndpointStats:
     last_attempt_at: datetime | None
     last_hour: WindowStats
     last_day: WindowStats
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """An entry of the event catalogue (installation-wide; hookd/catalogue.py).
+
+    `schema` is a JSON Schema of the payload (an object, or true/false) and `example` an example
+    payload that matches it; each None when not given.
+    """
+
+    name: str
+    description: str
+    schema: Any | None
+    example: Any | None
+    created_at: datetime
+    updated_at: datetime

@@ -26,7 +26,13 @@ import asyncpg
 import orjson
 
 from hookd import migrate
-from hookd.errors import InvalidPayloadFilter, PermissionDenied, SchemaMissing, StoreUnavailable
+from hookd.errors import (
+    Busy,
+    InvalidPayloadFilter,
+    PermissionDenied,
+    SchemaMissing,
+    StoreUnavailable,
+)
 from hookd.models import (
     AttemptLogEntry,
     AttemptRecord,
@@ -36,6 +42,7 @@ from hookd.models import (
     Endpoint,
     EndpointStats,
     EventRecord,
+    EventType,
     Outcome,
     WindowStats,
 )
@@ -189,6 +196,22 @@ def _event_record(r: asyncpg.Record) -> EventRecord:
         created_at=r["created_at"],
         fanned_out_at=r["fanned_out_at"],
     )
+
+
+def _event_type(r: asyncpg.Record) -> EventType:
+    return EventType(
+        name=r["name"],
+        description=r["description"],
+        schema=_json(r["schema"]),
+        example=_json(r["example"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def _jsonb(value: Any | None) -> str | None:
+    """A Python value as jsonb text for a query parameter; None stays SQL NULL."""
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _delivery_record(r: asyncpg.Record) -> DeliveryRecord:
@@ -863,3 +886,64 @@ class Store:
     async def notify_due(self) -> None:
         """NOTIFY running daemons that deliveries were made due now (payload "due")."""
         await self.pool.execute(QUERIES["notify_due"])
+
+    # -- the event catalogue -----------------------------------------------------------------
+
+    @_mapped
+    async def catalogue(self) -> list[EventType]:
+        """Every entry of the event catalogue, by name."""
+        return [_event_type(r) for r in await self.pool.fetch(QUERIES["catalogue_all"])]
+
+    @_mapped
+    async def catalogue_entry(self, name: str) -> EventType | None:
+        """One entry of the event catalogue, or None."""
+        row = await self.pool.fetchrow(QUERIES["catalogue_get"], name)
+        return None if row is None else _event_type(row)
+
+    @_mapped
+    async def put_catalogue_entry(
+        self,
+        name: str,
+        description: str,
+        schema: Any | None,
+        example: Any | None,
+        read_updated_at: datetime | None,
+    ) -> tuple[EventType, bool] | None:
+        """Add an entry, or replace an existing one's description, schema and example (already
+        checked), if it is unchanged since the caller read it (`read_updated_at`, None: it did
+        not exist). Returns (entry, created), or None when it changed meanwhile."""
+        row = await self.pool.fetchrow(
+            QUERIES["catalogue_put"],
+            name,
+            description,
+            _jsonb(schema),
+            _jsonb(example),
+            read_updated_at,
+        )
+        return None if row is None else (_event_type(row), bool(row["created"]))
+
+    @_mapped
+    async def remove_catalogue_entry(self, name: str) -> bool:
+        """Remove an entry of the event catalogue; False if there was none."""
+        return await self.pool.fetchval(QUERIES["catalogue_remove"], name) is not None
+
+    @_mapped
+    async def strict_event_types(self) -> bool:
+        """Whether publishing refuses event types the catalogue does not hold (strict mode)."""
+        return bool(await self.pool.fetchval(QUERIES["strict_types_get"]))
+
+    @_mapped
+    async def set_strict_event_types(self, strict: bool) -> None:
+        """Turn strict mode on or off (hookd.set_strict_event_types creates or drops its trigger
+        on hookd.events).
+
+        Raises Busy when hookd.events stays locked by other transactions for the function's
+        lock_timeout (5 s); PermissionDenied for a role without EXECUTE on the function.
+        """
+        try:
+            await self.pool.fetchval(QUERIES["strict_types_set"], strict)
+        except asyncpg.LockNotAvailableError:
+            raise Busy(
+                "hookd.events stayed locked by other transactions for 5 s (a long transaction"
+                " that published?); try again"
+            ) from None

@@ -481,3 +481,39 @@ GROUP BY d.endpoint_id;
 -- a predicate (SQLSTATE 22038: `$.total` rather than `$.total > 100`) or names a variable it is
 -- never given (42704) is refused now rather than matching nothing at fan-out.
 SELECT $1::jsonpath::text AS canonical, jsonb_path_match('{}'::jsonb, $1::jsonpath) AS on_empty;
+
+-- The event catalogue (hookd/sql/021_event_catalogue.sql).
+
+-- name: catalogue_all
+SELECT name, description, schema, example, created_at, updated_at
+FROM hookd.event_types
+ORDER BY name;
+
+-- name: catalogue_get
+SELECT name, description, schema, example, created_at, updated_at
+FROM hookd.event_types
+WHERE name = $1;
+
+-- name: catalogue_put
+-- Add event type $1, or replace its description $2, schema $3 and example $4 (jsonb text, NULL
+-- for none) if it is still as the caller read it: $5 is the updated_at read (NULL: it did not
+-- exist). A row changed meanwhile is left alone and no row comes back, so a schema and example
+-- checked together are stored together. `created` tells an insert from an update.
+INSERT INTO hookd.event_types AS t (name, description, schema, example)
+VALUES ($1, $2, $3::jsonb, $4::jsonb)
+ON CONFLICT (name) DO UPDATE
+SET description = EXCLUDED.description, schema = EXCLUDED.schema, example = EXCLUDED.example,
+    updated_at = now()
+WHERE t.updated_at = $5::timestamptz
+RETURNING name, description, schema, example, created_at, updated_at, (xmax = 0) AS created;
+
+-- name: catalogue_remove
+DELETE FROM hookd.event_types WHERE name = $1 RETURNING name;
+
+-- name: strict_types_get
+-- Strict mode is on while its trigger exists (the catalogs are readable by every role).
+SELECT EXISTS (SELECT 1 FROM pg_trigger
+               WHERE tgrelid = 'hookd.events'::regclass AND tgname = 'events_known_type');
+
+-- name: strict_types_set
+SELECT hookd.set_strict_event_types($1);
