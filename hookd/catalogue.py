@@ -45,7 +45,10 @@ def name_problem(name: object) -> str | None:
 
 
 def _size_problem(value: Any) -> str | None:
-    size = len(orjson.dumps(value))
+    try:
+        size = len(orjson.dumps(value))
+    except TypeError:  # orjson stops at 255 levels of nesting (or a value that is not JSON)
+        return "is nested too deeply, or is not JSON"
     if size > MAX_JSON_BYTES:
         return f"is {size} bytes of JSON; at most {MAX_JSON_BYTES}"
     return None
@@ -55,6 +58,8 @@ def _validator_class(schema: Any) -> Any:
     """The jsonschema validator class for `schema`'s dialect. Raises ValueError for a `$schema`
     that names no dialect the library knows."""
     if isinstance(schema, dict) and "$schema" in schema:
+        if not isinstance(schema["$schema"], str):
+            raise ValueError("$schema must be a string: the URI of a JSON Schema dialect")
         # `default` is returned as given when $schema names no known dialect (the stubs type it
         # as a validator class only).
         cls = validators.validator_for(schema, default=cast(Any, None))
@@ -79,7 +84,13 @@ def check_schema(schema: Any) -> None:
     if problem := _size_problem(schema):
         raise ValueError(problem)
     cls = _validator_class(schema)
-    error = best_match(cls(cls.META_SCHEMA).iter_errors(schema))
+    # With the format checker: a `pattern` that is no regular expression is refused here, not
+    # met as re.error when an example is checked.
+    metaschema = cls(cls.META_SCHEMA, format_checker=cls.FORMAT_CHECKER)
+    try:
+        error = best_match(metaschema.iter_errors(schema))
+    except RecursionError:
+        raise ValueError("is nested too deeply to check") from None
     if error is not None:
         raise ValueError(f"not a valid JSON Schema at {error.json_path}: {error.message}")
 
@@ -105,6 +116,11 @@ def check_example(schema: Any | None, example: Any) -> None:
         raise ValueError(
             f"the schema's $ref cannot be resolved ({exc}): refer only inside the schema,"
             " e.g. #/$defs/item"
+        ) from None
+    except RecursionError:
+        raise ValueError(
+            "cannot be checked: the schema refers to itself without end (a $ref loop) or is"
+            " nested too deeply"
         ) from None
     if error is not None:
         raise ValueError(f"does not match the schema at {error.json_path}: {error.message}")
