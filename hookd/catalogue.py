@@ -44,14 +44,35 @@ def name_problem(name: object) -> str | None:
     return None
 
 
-def _size_problem(value: Any) -> str | None:
+def _json_problem(value: Any) -> str | None:
+    """Why `value` cannot be stored as jsonb: too large, too deep, or a NUL character (which
+    PostgreSQL's jsonb cannot hold, as hookd.publish's payloads cannot)."""
     try:
-        size = len(orjson.dumps(value))
+        text = orjson.dumps(value)
     except TypeError:  # orjson stops at 255 levels of nesting (or a value that is not JSON)
         return "is nested too deeply, or is not JSON"
-    if size > MAX_JSON_BYTES:
-        return f"is {size} bytes of JSON; at most {MAX_JSON_BYTES}"
+    if len(text) > MAX_JSON_BYTES:
+        return f"is {len(text)} bytes of JSON; at most {MAX_JSON_BYTES}"
+    # The escape also appears for a backslash followed by "u0000": then look at the strings.
+    if b"\\u0000" in text and _has_nul(value):
+        return "contains a NUL character (\\u0000), which PostgreSQL cannot store"
     return None
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether a NUL character is in any string or key of `value` (iterative: no recursion)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\0" in item:
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def _validator_class(schema: Any) -> Any:
@@ -81,7 +102,7 @@ def check_schema(schema: Any) -> None:
     """
     if not isinstance(schema, dict | bool):
         raise ValueError("a JSON Schema is an object (or true/false)")
-    if problem := _size_problem(schema):
+    if problem := _json_problem(schema):
         raise ValueError(problem)
     cls = _validator_class(schema)
     # With the format checker: a `pattern` that is no regular expression is refused here, not
@@ -104,7 +125,7 @@ def check_example(schema: Any | None, example: Any) -> None:
     """
     if example is None:
         raise ValueError("an example payload cannot be null")
-    if problem := _size_problem(example):
+    if problem := _json_problem(example):
         raise ValueError(problem)
     if schema is None:
         return

@@ -84,12 +84,18 @@ def test_valid_schemas_of_every_known_dialect(schema: Any) -> None:
         ({"$ref": "#/$defs/nope"}, 1, "the schema's $ref cannot be resolved"),
         ({"$ref": "https://example.com/s.json"}, 1, "the schema's $ref cannot be resolved"),
         (False, 1, "does not match the schema at $: False schema does not allow 1"),
+        (None, {"note": "a\0b"}, "contains a NUL character"),
+        (None, {"a\0": 1}, "contains a NUL character"),
     ],
 )
 def test_examples_that_do_not_fit(schema: Any, example: Any, message: str) -> None:
     with pytest.raises(ValueError) as info:
         check_example(schema, example)
     assert str(info.value).startswith(message), str(info.value)
+
+
+def test_a_backslash_before_u0000_is_not_a_nul() -> None:
+    check_example(None, {"path": "C:\\u0000"})
 
 
 def test_local_refs_resolve() -> None:
