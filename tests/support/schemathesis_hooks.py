@@ -50,9 +50,9 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     if "url" in body:
         body["url"] = to_sink(body["url"])
     payload_filter = body.get("filter")
-    if isinstance(payload_filter, str) and 0 < len(payload_filter) <= _MAX_FILTER:
-        if "\0" not in payload_filter:
-            body["filter"] = _VALID_FILTER
+    valid_text = isinstance(payload_filter, str) and "\0" not in payload_filter
+    if valid_text and 0 < len(payload_filter) <= _MAX_FILTER:
+        body["filter"] = _VALID_FILTER
     creds = body.get("credentials")
     oauth = creds.get("oauth2") if isinstance(creds, dict) else None
     if isinstance(oauth, dict) and "token_url" in oauth:
