@@ -310,6 +310,7 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
                     "url": e.url,
                     "tenant": e.tenant,
                     "event_types": list(e.event_types),
+                    "filter": e.payload_filter,
                     "enabled": e.enabled,
                     "disabled_reason": e.disabled_reason,
                     "description": e.description,
