@@ -91,7 +91,8 @@ def add_parser(
                         f"{message} (give --example FILE, or --no-example to remove it)"
                     ) from None
                 raise
-            parts = [p for p, v in (("schema", entry.schema), ("example", entry.example)) if v]
+            given = (("schema", entry.schema), ("example", entry.example))
+            parts = [name for name, value in given if value is not None]
             with_ = f" (with {' and '.join(parts)})" if parts else ""
             print(f"event type {entry.name} {'added' if created else 'updated'}{with_}")
             return 0
