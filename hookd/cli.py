@@ -866,7 +866,7 @@ async def cmd_replay(args: argparse.Namespace) -> int:
 
 async def cmd_status(args: argparse.Namespace) -> int:
     async def go(store: Store) -> int:
-        s = await store.status()
+        s = await store.status(exact=args.exact)
         eps = await store.endpoints()
         failing = await store.failed_attempts_by_endpoint()
         leased, expire_by = await store.leases()
@@ -884,6 +884,7 @@ async def cmd_status(args: argparse.Namespace) -> int:
             "failed": s.failed,
             "oldest_pending_s": s.oldest_pending_s,
             "failed_attempts_last_hour": s.failed_attempts_last_hour,
+            "estimated": sorted(s.estimated),
             "leased": leased,
             "leases_expire_by": expire_by.isoformat() if expire_by else None,
             "disabled_endpoints": [
@@ -912,11 +913,18 @@ async def cmd_status(args: argparse.Namespace) -> int:
             print(orjson.dumps(data).decode())
             return 0
         oldest = f" (oldest {s.oldest_pending_s:.0f} s)" if s.oldest_pending_s is not None else ""
+
+        def count(name: str, n: int) -> str:
+            return f"about {n}" if name in s.estimated else str(n)
+
         lines = [
-            ("outbox backlog", f"{s.outbox_backlog} events waiting for fan-out"),
-            ("pending", f"{s.pending} deliveries{oldest}"),
-            ("paused", f"{s.paused} deliveries (their endpoint is disabled)"),
-            ("failed", f"{s.failed} deliveries (dead letter: `hookd retry`)"),
+            (
+                "outbox backlog",
+                f"{count('outbox_backlog', s.outbox_backlog)} events waiting for fan-out",
+            ),
+            ("pending", f"{count('pending', s.pending)} deliveries{oldest}"),
+            ("paused", f"{count('paused', s.paused)} deliveries (their endpoint is disabled)"),
+            ("failed", f"{count('failed', s.failed)} deliveries (dead letter: `hookd retry`)"),
             ("failed attempts", f"{s.failed_attempts_last_hour} in the last hour"),
             (
                 "endpoints",
@@ -925,6 +933,11 @@ async def cmd_status(args: argparse.Namespace) -> int:
         ]
         for name, value in lines:
             print(f"{name:16} {value}")
+        if s.estimated:
+            print(
+                "(about: PostgreSQL's estimate, as of its last ANALYZE; `hookd status --exact`"
+                " counts them)"
+            )
         if noted:
             print()
             print(f"{'endpoint':>8}  {'state':44}  {'failed (1 h)':>12}  url")
@@ -1283,6 +1296,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", help="backlog, pending and failed deliveries, disabled endpoints")
     _db_args(p)
     p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--exact",
+        action="store_true",
+        help="count every figure exactly (without it, counts above 10,000 are PostgreSQL's"
+        " estimates: reading them exactly costs about 100 ms per million)",
+    )
     p.set_defaults(fn=cmd_status)
 
     p = sub.add_parser("keygen", help="print a new key for encrypting secrets at rest")

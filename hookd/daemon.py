@@ -325,7 +325,7 @@ class Daemon:
         last_t = time.monotonic()
         while True:
             try:
-                s = await store.status()
+                s = await store.status(attempts=False)
                 m.outbox_backlog.set(s.outbox_backlog)
                 m.deliveries_open.labels("pending").set(s.pending)
                 m.deliveries_open.labels("paused").set(s.paused)

@@ -128,11 +128,13 @@ class Metrics:
             registry=r,
         )
         self.outbox_backlog = Gauge(
-            "hookd_outbox_backlog_events", "Events waiting to be fanned out.", registry=r
+            "hookd_outbox_backlog_events",
+            "Events waiting to be fanned out (above 10,000: PostgreSQL's estimate).",
+            registry=r,
         )
         self.deliveries_open = Gauge(
             "hookd_deliveries_open",
-            "Deliveries not yet delivered, by state.",
+            "Deliveries not yet delivered, by state (above 10,000: PostgreSQL's estimate).",
             ["state"],
             registry=r,
         )
