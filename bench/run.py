@@ -30,7 +30,17 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench import burst, chart, faults, idle_latency, publish_overhead, report, steady, storm
+from bench import (
+    burst,
+    chart,
+    faults,
+    idle_latency,
+    publish_overhead,
+    report,
+    scale,
+    steady,
+    storm,
+)
 from bench.common import LOOPBACK_HOSTS, BenchError
 from bench.payload import payload_json, request_body
 from bench.pg import Postgres
@@ -39,7 +49,18 @@ from bench.systems import Hookd, Tuning, ensure_peers, make
 
 log = logging.getLogger("bench")
 
-SCENARIOS = ("idle", "publish", "ceilings", "burst", "steady", "faults", "storm")
+SCENARIOS = (
+    "idle",
+    "publish",
+    "ceilings",
+    "burst",
+    "steady",
+    "faults",
+    "storm",
+    "fanout",
+    "coldstart",
+    "status",
+)
 PEERS = ("pgqueuer", "graphile-worker")
 
 # Sizes per profile; each can be overridden by the option of the same name.
@@ -67,6 +88,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "background_rate": 100.0,
         "storm_warmup": 5.0,
         "steady_peers": True,
+        "fanout_endpoints": 10_000,
+        "coldstart_deliveries": 1_000_000,
+        "coldstart_endpoints": 1_000,
+        "coldstart_seconds": 60.0,
+        "status_sizes": "100000,1000000",
     },
     "smoke": {
         "events": 600,
@@ -91,6 +117,11 @@ PROFILES: dict[str, dict[str, Any]] = {
         "background_rate": 20.0,
         "storm_warmup": 1.0,
         "steady_peers": False,
+        "fanout_endpoints": 2_000,
+        "coldstart_deliveries": 20_000,
+        "coldstart_endpoints": 100,
+        "coldstart_seconds": 5.0,
+        "status_sizes": "20000",
     },
 }
 
@@ -155,6 +186,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--retry-delay", type=float, help="retry delay in the storm (full 75)")
     g.add_argument("--background-rate", type=float, help="events/s to healthy hosts (full 100)")
     g.add_argument("--storm-warmup", type=float, help="seconds before the storm (full 5)")
+    g = p.add_argument_group("scale (fanout, coldstart, status)")
+    g.add_argument("--fanout-endpoints", type=int, help="endpoints of the one event (full 10000)")
+    g.add_argument(
+        "--coldstart-deliveries", type=int, help="due deliveries at start (full 1000000)"
+    )
+    g.add_argument("--coldstart-endpoints", type=int, help="endpoints they are for (full 1000)")
+    g.add_argument("--coldstart-seconds", type=float, help="length of the window (full 60)")
+    g.add_argument("--fresh-rate", type=float, default=20.0, help="fresh events/s in coldstart")
+    g.add_argument("--status-sizes", help="pending counts timed (full 100000,1000000)")
+    g.add_argument("--status-runs", type=int, default=20, help="runs per query and size")
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=report.REPO_ROOT / "bench" / "results")
     g.add_argument("--keep-workdir", action="store_true", help="keep configs, logs, sink logs")
@@ -330,6 +371,36 @@ async def _storm(
     return await storm.run(Hookd(_tuning(a)), pg, sink, monitor, workdir, p)
 
 
+async def _fanout(
+    run: Run, pg: Postgres, sink: NginxSink, monitor: asyncpg.Connection, workdir: Path
+) -> dict[str, Any]:
+    a = run.args
+    p = scale.FanOutParams(endpoints=a.fanout_endpoints, body_bytes=a.body_bytes)
+    return await scale.fan_out(Hookd(_tuning(a)), pg, sink, monitor, workdir, p)
+
+
+async def _coldstart(
+    run: Run, pg: Postgres, sink: NginxSink, monitor: asyncpg.Connection, workdir: Path
+) -> dict[str, Any]:
+    a = run.args
+    p = scale.ColdStartParams(
+        deliveries=a.coldstart_deliveries,
+        endpoints=a.coldstart_endpoints,
+        seconds=a.coldstart_seconds,
+        fresh_rate=a.fresh_rate,
+        body_bytes=a.body_bytes,
+    )
+    return await scale.cold_start(Hookd(_tuning(a)), pg, sink, monitor, workdir, p)
+
+
+async def _status(
+    run: Run, pg: Postgres, sink: NginxSink, monitor: asyncpg.Connection, workdir: Path
+) -> dict[str, Any]:
+    a = run.args
+    sizes = tuple(int(x) for x in str(a.status_sizes).split(",") if x.strip())
+    return await scale.status_cost(pg, a.status_runs, sizes)
+
+
 async def run_all(args: argparse.Namespace) -> int:
     """Run the selected scenarios; return the exit status."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -376,6 +447,9 @@ async def run_all(args: argparse.Namespace) -> int:
                     "steady": _steady,
                     "faults": _faults,
                     "storm": _storm,
+                    "fanout": _fanout,
+                    "coldstart": _coldstart,
+                    "status": _status,
                 }
                 for name, fn in steps.items():
                     if name in args.only:

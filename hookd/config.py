@@ -59,6 +59,10 @@ class DaemonConfig:
     tried the awake lock just before it was released (so sent no NOTIFY)."""
     claim_batch: int = 500
     """Most events (and due deliveries) claimed per query."""
+    fan_out_max_deliveries: int = 5000
+    """Most deliveries one fan-out statement creates: an event that matches more endpoints is
+    fanned out in pieces of at most this many (resumed after a crash where the last piece
+    ended), so no transaction grows with the number of endpoints."""
     max_in_flight: int = 1024
     """Most deliveries held by this process at once (queued locally or being sent)."""
     lease_s: float = 120.0
@@ -309,6 +313,7 @@ def validate(cfg: Config) -> Config:
         ("daemon.idle_linger_s", d.idle_linger_s),
         ("daemon.awake_poll_s", d.awake_poll_s),
         ("daemon.claim_batch", d.claim_batch),
+        ("daemon.fan_out_max_deliveries", d.fan_out_max_deliveries),
         ("daemon.max_in_flight", d.max_in_flight),
         ("daemon.lease_s", d.lease_s),
         ("daemon.flush_interval_s", d.flush_interval_s),

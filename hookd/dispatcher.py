@@ -97,6 +97,8 @@ class Dispatcher:
         """When a due claim runs anyway (every poll interval: other daemons' expired leases,
         enables, retries beyond the timer horizon)."""
         self._background: set[asyncio.Task[None]] = set()
+        self._rooms_start = 0
+        """Where `_rooms` starts sharing free slots among endpoints (round-robin)."""
         self.planner = WakePlanner(cfg.daemon)
         self.asleep = self.planner.asleep
         self.ledger = InFlight(
@@ -201,6 +203,12 @@ class Dispatcher:
         for ep, room in rooms:
             rt = self._endpoints[ep]
             (capped if rt.problem is not None else sendable).append((ep, room))
+        # With more endpoints than free slots, those served first get one each and the rest
+        # none: start each time where the last one stopped, so every endpoint gets its turn (a
+        # cold start with a backlog for a thousand endpoints serves all of them from the start).
+        start = self._rooms_start % len(sendable) if sendable else 0
+        sendable = sendable[start:] + sendable[:start]
+        served = 0
         for i, (ep, room) in enumerate(sendable):
             share = max(1, free // (len(sendable) - i)) if free > 0 else 0
             room = min(room, share)
@@ -208,7 +216,10 @@ class Dispatcher:
                 blocked.append(ep)
                 continue
             free -= room
+            served += 1
             capped.append((ep, room))
+        if served < len(sendable):
+            self._rooms_start = start + served
         return capped, blocked
 
     # -- the claim loop ------------------------------------------------------------------------
