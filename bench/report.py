@@ -274,6 +274,45 @@ def summary(
         out["storm"]["background_p99_during_ms"] = get(
             sm, "background_during_storm", "latency", "p99_ms"
         )
+    if mu := by.get("multi"):
+        out["multi"] = {
+            "params": mu.get("params"),
+            "speedup_over_one": mu.get("speedup_over_one"),
+            "counts": {
+                n: {
+                    k: rec.get(k)
+                    for k in (
+                        "deliveries_per_s",
+                        "shares",
+                        "share_max_over_min",
+                        "duplicates",
+                        "cpu_s_per_1000",
+                        "statements_per_delivery",
+                        "wal_bytes_per_delivery",
+                        "latency",
+                        "void",
+                    )
+                }
+                | {"missing": get(rec, "ledger", "missing")}
+                for n, rec in (mu.get("counts") or {}).items()
+            },
+        }
+        if k := mu.get("kill"):
+            out["multi"]["kill"] = {
+                key: k.get(key)
+                for key in (
+                    "kills",
+                    "kill_interval_s",
+                    "leases_held_at_kills",
+                    "distinct_deliveries_held_at_kills",
+                    "duplicates",
+                    "duplicated_deliveries",
+                    "duplicated_not_held_by_a_killed_daemon",
+                    "deliveries_per_s",
+                    "latency",
+                    "void",
+                )
+            } | {"missing": get(k, "ledger", "missing"), "expected": get(k, "ledger", "expected")}
     out["missing_total"] = sum(_missing(r) for r in by.values())
     rss = [v for r in by.values() for v in _rss_values(r, False)]
     out["hookd_peak_rss_mib"] = max(rss) if rss else None
@@ -441,6 +480,43 @@ def markdown(s: Mapping[str, Any]) -> str:
             f"{_f(led.get('expected'))} = {_f(led.get('delivered'))} + {_f(led.get('missing'))} "
             f"({_f(led.get('duplicates'))}) |",
         ]
+    if mu := s.get("multi"):
+        p = mu.get("params") or {}
+        lines += [
+            "",
+            f"Several daemons on one database, {_f(p.get('events'))} events x "
+            f"{_f(p.get('endpoints'))} endpoints published in one transaction:",
+            "",
+            "| daemons | deliveries/s | ÷ one daemon | shares of deliveries | duplicates (sink / "
+            "attempt log / attempt counters) | CPU-s per 1,000: daemons / postgres | statements "
+            "per delivery | WAL bytes per delivery | missing |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for n, r in (mu.get("counts") or {}).items():
+            cpu = r.get("cpu_s_per_1000") or {}
+            d = r.get("duplicates") or {}
+            shares = " / ".join(f"{x:.0%}" for x in (r.get("shares") or []) if x is not None)
+            lines.append(
+                f"| {n} | {_f(r.get('deliveries_per_s'))} | "
+                f"{_f((mu.get('speedup_over_one') or {}).get(n), 2)} | {shares} | "
+                f"{_f(d.get('sink_repeat_2xx'))} / {_f(d.get('attempt_rows_beyond_one'))} / "
+                f"{_f(d.get('attempt_counters_beyond_one'))} | {_f(cpu.get('daemons'), 3)} / "
+                f"{_f(cpu.get('postgres'), 3)} | {_f(r.get('statements_per_delivery'), 3)} | "
+                f"{_f(r.get('wal_bytes_per_delivery'))} | {_f(r.get('missing'))} |"
+            )
+        if k := mu.get("kill"):
+            d = k.get("duplicates") or {}
+            lines += [
+                "",
+                f"Kill run (2 daemons, one SIGKILLed {_f(k.get('kill_interval_s'), 1)} s after "
+                f"each start, {_f(k.get('kills'))} kills): expected {_f(k.get('expected'))}, "
+                f"missing {_f(k.get('missing'))}; {_f(d.get('sink_repeat_2xx'))} repeated 2xx "
+                f"for {_f(k.get('duplicated_deliveries'))} deliveries; "
+                f"{_f(k.get('distinct_deliveries_held_at_kills'))} deliveries were leased by a "
+                f"daemon when it was killed, and duplicated deliveries not among them: "
+                f"{_f(k.get('duplicated_not_held_by_a_killed_daemon'))}; "
+                f"{_f(k.get('deliveries_per_s'))} deliveries/s.",
+            ]
     if po := s.get("publish"):
         lines += [
             "",
