@@ -21,7 +21,7 @@ from hookd.classify import STATUS_CLASSES
 
 # No `*_created` series (the time each counter and histogram was created): they double the
 # series per labelled endpoint and nothing reads them (rate() needs only the counters).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 
 _LATENCY_BUCKETS_S = (
     0.001,
