@@ -114,6 +114,21 @@ class FanOut:
 
 
 @dataclass(frozen=True, slots=True)
+class DueClaim:
+    """Result of one due claim: the deliveries leased to us, and those parked behind their key."""
+
+    deliveries: list[Delivery]
+    parked: dict[int, int]
+    """Endpoint id -> deliveries parked because an earlier one of their ordering key is open (or
+    not fanned out yet): they took room in this claim, so more may be due."""
+
+
+KEY_PARK_S = 30.0
+"""How long claim_due parks a delivery behind an open earlier delivery of its ordering key; the
+end of that one makes it due at once (keys_next_due), so this only bounds a missed wake-up."""
+
+
+@dataclass(frozen=True, slots=True)
 class StatusCounts:
     """Backlog figures for `hookd status` and metrics."""
 
@@ -158,6 +173,7 @@ def _delivery(r: asyncpg.Record, created_at: datetime | None = None) -> Delivery
         published_at=r["created_at"],
         payload=r["payload"],
         created_at=created_at or r["created_at"],
+        ordering_key=r["ordering_key"],
     )
 
 
@@ -300,13 +316,22 @@ class Store:
 
     @_mapped
     async def claim_due(
-        self, limit: int, lease_s: float, rooms: Sequence[tuple[int, int]]
-    ) -> list[Delivery]:
+        self,
+        limit: int,
+        lease_s: float,
+        rooms: Sequence[tuple[int, int]],
+        unfanned_park_s: float = 1.0,
+    ) -> DueClaim:
         """Lease up to `limit` due pending deliveries for `lease_s` seconds, at most `room` of
         each (endpoint_id, room) in `rooms`; first attempts ahead of retries, then most overdue
-        first."""
+        first.
+
+        A delivery with an ordering key is leased only as the head of its (endpoint, key); one
+        behind an open earlier delivery of its key is parked for KEY_PARK_S seconds (until that
+        one ends), one behind an earlier event not yet fanned out for `unfanned_park_s`.
+        """
         if not rooms or limit <= 0:
-            return []
+            return DueClaim([], {})
         rows = await self.pool.fetch(
             QUERIES["claim_due"],
             limit,
@@ -314,8 +339,17 @@ class Store:
             self.owner,
             [ep for ep, _ in rooms],
             [room for _, room in rooms],
+            KEY_PARK_S,
+            unfanned_park_s,
         )
-        return [_delivery(r, r["delivery_created_at"]) for r in rows]
+        parked: dict[int, int] = {}
+        leased: list[Delivery] = []
+        for r in rows:
+            if r["parked"]:
+                parked[r["endpoint_id"]] = parked.get(r["endpoint_id"], 0) + 1
+            else:
+                leased.append(_delivery(r, r["delivery_created_at"]))
+        return DueClaim(leased, parked)
 
     @_mapped
     async def record(self, outcomes: Sequence[Outcome], attempts: Sequence[AttemptRecord]) -> int:
@@ -324,12 +358,13 @@ class Store:
         An outcome whose lease was lost (expired and taken over) is skipped, its attempt row kept;
         a delivered outcome is applied whatever the lease says, unless the delivery is already
         delivered. A retry for an endpoint disabled meanwhile is written as paused, and one for an
-        endpoint deleted meanwhile as failed ("endpoint deleted").
+        endpoint deleted meanwhile as failed ("endpoint deleted"). A delivery with an ordering key
+        that ends (delivered, failed) makes the next one of its (endpoint, key) due now.
         """
         async with self.pool.acquire() as conn, conn.transaction():
             applied: int = 0
             if outcomes:
-                applied = await conn.fetchval(
+                row = await conn.fetchrow(
                     QUERIES["record_outcomes"],
                     [o.delivery_id for o in outcomes],
                     [o.attempt for o in outcomes],
@@ -340,6 +375,13 @@ class Store:
                     [o.counted for o in outcomes],
                     self.owner,
                 )
+                assert row is not None
+                applied = row["applied"]
+                if row["ended_keys"]:
+                    # Its own statement: see keys_next_due in queries.sql.
+                    await conn.execute(
+                        QUERIES["keys_next_due"], row["ended_endpoints"], row["ended_keys"]
+                    )
             if attempts:
                 await conn.execute(
                     QUERIES["record_attempts"],
