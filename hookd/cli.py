@@ -7,6 +7,7 @@ starting with "hookd: error:" and exit status 2; never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import re
@@ -328,16 +329,16 @@ async def cmd_deliveries(args: argparse.Namespace) -> int:
     async def go(store: Store) -> int:
         rows = await store.deliveries(args.state, args.endpoint, args.limit)
         if args.json:
-            print(orjson.dumps([dict(r) for r in rows], default=str).decode())
+            print(orjson.dumps([dataclasses.asdict(r) for r in rows]).decode())
             return 0
         print(
             f"{'id':>8}  {'event':>8}  {'endpoint':>8}  {'state':9}  {'attempts':>8}  {'last':>5}  type / last error"
         )
         for r in rows:
             print(
-                f"{r['id']:>8}  {r['event_id']:>8}  {r['endpoint_id']:>8}  {r['state']:9}  "
-                f"{r['attempts']:>8}  {r['last_status'] or '-':>5}  {r['event_type']}"
-                + (f" / {r['last_error']}" if r["last_error"] else "")
+                f"{r.id:>8}  {r.event_id:>8}  {r.endpoint_id:>8}  {r.state:9}  "
+                f"{r.attempts:>8}  {r.last_status or '-':>5}  {r.event_type}"
+                + (f" / {r.last_error}" if r.last_error else "")
             )
         return 0
 

@@ -154,6 +154,7 @@ class Daemon:
                     check_timeout_s=cfg.daemon.listener_check_timeout_s,
                     connect_timeout_s=cfg.database.connect_timeout_s,
                     token=str(store.owner),
+                    on_due=dispatcher.want_due,
                 )
                 listener.on_reconnect_metric = self.metrics.listener_reconnects.inc
                 dispatcher.planner.set_awake = listener.set_awake

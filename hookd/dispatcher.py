@@ -126,6 +126,12 @@ class Dispatcher:
         self._due_wanted = True
         self.planner.wake()
 
+    def want_due(self) -> None:
+        """Deliveries were made due now by someone else (a retry, resend, replay or test event
+        from the operating service): claim due deliveries at once, not at the next poll."""
+        self._due_wanted = True
+        self.planner.wake()
+
     def _room_freed(self) -> None:
         """An endpoint or origin that was held back at its cap has room again."""
         self._due_wanted = True

@@ -45,8 +45,14 @@ AWAKE_LOCK_TIMEOUT_S = 0.2
 its commit; if that takes longer, the daemon works on and tries again later."""
 
 
+DUE_PAYLOAD = "due"
+"""Payload of a wake notification sent when deliveries were made due now (a retry, resend, replay
+or test from hookd/service.py), as opposed to new events (`hookd.publish` notifies with '')."""
+
+
 class Listener:
-    """Keeps one LISTEN connection alive and calls `on_wake()` for every wake notification.
+    """Keeps one LISTEN connection alive and calls `on_wake()` for every wake notification, or
+    `on_due()` (default: `on_wake`) for one whose payload is DUE_PAYLOAD.
 
     `ready` is set while the connection listens (cleared while reconnecting); `/readyz` and
     systemd readiness read it. Run it with `await listener.run()` inside a TaskGroup; cancel to stop.
@@ -62,9 +68,11 @@ class Listener:
         check_timeout_s: float,
         connect_timeout_s: float,
         token: str,
+        on_due: Callable[[], None] | None = None,
     ) -> None:
         self._dsn = dsn
         self._on_wake = on_wake
+        self._on_due = on_due or on_wake
         self._on_reconnect = on_reconnect
         self._check_interval_s = check_interval_s
         self._check_timeout_s = check_timeout_s
@@ -88,7 +96,10 @@ class Listener:
 
     def _notified(self, conn: Any, pid: int, channel: str, payload: object) -> None:
         if channel == WAKE_CHANNEL:
-            self._on_wake()
+            if payload == DUE_PAYLOAD:
+                self._on_due()
+            else:
+                self._on_wake()
         elif (
             channel == PING_CHANNEL
             and payload == f"{self._token}:{self._pings}"

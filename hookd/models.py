@@ -43,6 +43,10 @@ class Endpoint:
     """How hookd authenticates to the receiver (see hookd/auth.py); decrypted."""
     updated_at: datetime | None = None
     """Changes on every change to the row (enable, disable, URL, secret, settings)."""
+    description: str | None = None
+    """Free text for operators (at most 1,000 characters)."""
+    metadata: Mapping[str, Any] | None = None
+    """Free-form string keys and values (at most 50), kept for the operator or tenant."""
 
     def secrets_at(self, now: datetime) -> tuple[str, ...]:
         """The secrets to sign with at `now`: the current one, plus the previous during its grace."""

@@ -20,10 +20,18 @@ on `hookd_wake` carrying the payload "due", so they are attempted at once, not a
 
 from __future__ import annotations
 
+import asyncio
+import math
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
+from urllib.parse import urlsplit
 
+from hookd.auth import validate_credentials
+from hookd.destinations import DestinationPolicy, DestinationRefused, literal_addresses
+from hookd.endpoints import SETTING_TYPES, parse_event_types, validate_settings, validate_url
 from hookd.errors import HookdError, InvalidEndpoint
 from hookd.models import (
     AttemptLogEntry,
@@ -33,6 +41,8 @@ from hookd.models import (
     EndpointStats,
     EventRecord,
 )
+from hookd.sender import webhook_id
+from hookd.signing import InvalidSecret, decode_secret, generate_secret, public_key
 from hookd.store import Store
 
 _T = TypeVar("_T")
@@ -47,6 +57,24 @@ TEST_EVENT_TYPE = "hookd.ping"
 
 MAX_TEST_WAIT_S = 30.0
 """Longest `send_test` waits for the attempt's result, in seconds."""
+
+TEST_POLL_S = 0.05
+"""How often `send_test` looks for the test delivery's first attempt, in seconds."""
+
+RESOLVE_TIMEOUT_S = 2.0
+"""Longest wait for the name lookup that checks a new endpoint URL against the SSRF guard."""
+
+MAX_TENANT_LENGTH = 200
+MAX_DESCRIPTION_LENGTH = 1000
+MAX_METADATA_KEYS = 50
+MAX_METADATA_KEY_LENGTH = 200
+MAX_METADATA_VALUE_LENGTH = 1000
+MAX_SELECTED_IDS = 1000
+"""Most delivery ids one retry or replay may name."""
+MAX_GRACE_S = 30 * 86400.0
+"""Longest grace period of a secret rotation, in seconds (30 days)."""
+MAX_ID = 2**63 - 1
+"""Ids are PostgreSQL bigints; a larger one names nothing."""
 
 
 class NotFound(HookdError):
@@ -173,6 +201,9 @@ class ActionResult:
     count: int
     ids: list[int]
     dry_run: bool = False
+    paused: int = 0
+    """Of `count`, deliveries made paused rather than pending because their endpoint is disabled
+    (they go out when it is enabled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,57 +215,355 @@ class TestResult:
     webhook_id: str
 
 
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+_R = TypeVar("_R", bound=_HasId)
+
+
+def _page(rows: list[_R], limit: int) -> Page[_R]:
+    items = rows[:limit]
+    return Page(items, items[-1].id if len(rows) > limit and items else None)
+
+
+def _invalid(exc: Exception, default_field: str) -> InvalidInput:
+    """InvalidInput from a validator's message: "settings.x: expected ..." names its own field."""
+    message = str(exc)
+    head, sep, rest = message.partition(": ")
+    if sep and " " not in head and (head == default_field or head.startswith(default_field + ".")):
+        return InvalidInput(head, rest)
+    return InvalidInput(default_field, message)
+
+
+def _text(field_name: str, value: object, max_length: int, *, empty_ok: bool = False) -> str:
+    """A string PostgreSQL can store: no NUL, valid UTF-8, within `max_length` characters."""
+    if not isinstance(value, str):
+        raise InvalidInput(field_name, "expected a string")
+    if not value and not empty_ok:
+        raise InvalidInput(field_name, "must not be empty")
+    if len(value) > max_length:
+        raise InvalidInput(field_name, f"is {len(value)} characters; at most {max_length} allowed")
+    if "\0" in value:
+        raise InvalidInput(field_name, "must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field_name, "is not valid Unicode text") from None
+    return value
+
+
+def _tenant(value: object) -> str | None:
+    if value is None:
+        return None
+    return _text("tenant", value, MAX_TENANT_LENGTH)
+
+
+def _description(value: object) -> str | None:
+    if value is None:
+        return None
+    return _text("description", value, MAX_DESCRIPTION_LENGTH, empty_ok=True)
+
+
+def _metadata(value: object) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInput("metadata", "expected an object of string keys and values")
+    if len(value) > MAX_METADATA_KEYS:
+        raise InvalidInput("metadata", f"has {len(value)} keys; at most {MAX_METADATA_KEYS}")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        k = _text("metadata", key, MAX_METADATA_KEY_LENGTH)
+        out[k] = _text(f"metadata.{k}", item, MAX_METADATA_VALUE_LENGTH, empty_ok=True)
+    return out
+
+
+def _event_types(value: object) -> tuple[str, ...]:
+    """A filter from "a.*,b" or a list of entries (names, 'prefix.*' or '*')."""
+    try:
+        if isinstance(value, str):
+            return parse_event_types(value)
+        if not isinstance(value, Sequence) or not value:
+            raise InvalidInput("event_types", "give at least one (or '*' for all)")
+        out: list[str] = []
+        for item in value:
+            if not isinstance(item, str) or "," in item:
+                raise InvalidInput(
+                    "event_types", f"{item!r} is not an event type, a 'prefix.*' pattern or '*'"
+                )
+            out.extend(parse_event_types(item))
+        if not out:
+            raise InvalidInput("event_types", "give at least one (or '*' for all)")
+        return tuple(dict.fromkeys(out))
+    except InvalidInput:
+        raise
+    except InvalidEndpoint as exc:
+        message = str(exc).removeprefix("event types: ")
+        raise InvalidInput("event_types", message) from None
+
+
+def _settings(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise InvalidInput("settings", "expected an object of overrides")
+    try:
+        return validate_settings(value)
+    except InvalidEndpoint as exc:
+        raise _invalid(exc, "settings") from None
+
+
+def _setting_changes(value: object) -> tuple[dict[str, Any], list[str]]:
+    """(overrides to set, keys to remove) from a settings patch where None removes a key."""
+    if not isinstance(value, Mapping):
+        raise InvalidInput("settings", "expected an object of overrides")
+    unset = [k for k, v in value.items() if v is None]
+    for key in unset:
+        if key not in SETTING_TYPES:
+            raise InvalidInput(
+                f"settings.{key}", f"unknown key (known: {', '.join(SETTING_TYPES)})"
+            )
+    return _settings({k: v for k, v in value.items() if v is not None}), unset
+
+
+def _aware(field_name: str, value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        raise InvalidInput(field_name, "give a time zone (e.g. 2026-01-01T00:00:00Z)")
+    return value
+
+
+def _filter_id(field_name: str, value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_ID:
+        raise InvalidInput(field_name, f"not a valid id: {value}")
+    return value
+
+
 class Service:
     """The operating service over one Store. See the module docstring for scopes and errors.
 
     `policy`: the SSRF guard's DestinationPolicy, so endpoints it would refuse at delivery are
-    refused when they are created or changed (naming the setting that opens them).
-    `allow_http`: accept plain-http URLs.
+    refused when they are created or changed (naming the setting that opens them); None checks
+    nothing. `allow_http`: accept plain-http URLs (`security.allow_http`).
     """
 
-    def __init__(self, store: Store, *, allow_http: bool, policy: Any) -> None:
+    def __init__(self, store: Store, *, allow_http: bool, policy: DestinationPolicy | None) -> None:
         self.store = store
         self.allow_http = allow_http
         self.policy = policy
+        self._install_id: str | None = None
 
-    # endpoints
+    # -- validation shared by create and update ----------------------------------------------
+
+    async def _url(self, value: object) -> str:
+        """A valid endpoint URL whose destination the SSRF guard allows.
+
+        IP literals (any spelling) are checked directly; a host name is resolved (at most
+        RESOLVE_TIMEOUT_S) and every address checked. A name that does not resolve now is
+        accepted: the guard checks again at every delivery.
+        """
+        url = _text("url", value, 4096)
+        try:
+            url = validate_url(url, allow_http=self.allow_http)
+        except InvalidEndpoint as exc:
+            message = str(exc)
+            if not self.allow_http and urlsplit(url).scheme == "http":
+                message += " (set security.allow_http = true to allow plain http)"
+            raise InvalidInput("url", message) from None
+        host = urlsplit(url).hostname
+        if self.policy is None or not host:
+            return url
+        try:
+            self.policy.check_host(host)
+            if self.policy.host_allowed(host) or literal_addresses(host):
+                return url
+            try:
+                async with asyncio.timeout(RESOLVE_TIMEOUT_S):
+                    infos = await asyncio.get_running_loop().getaddrinfo(
+                        host, None, type=socket.SOCK_STREAM
+                    )
+            except (OSError, TimeoutError, UnicodeError):
+                return url  # not resolvable now: the delivery-time guard still applies
+            self.policy.check_addresses(host, [str(info[4][0]) for info in infos])
+        except DestinationRefused as exc:
+            raise InvalidInput("url", str(exc)) from None
+        return url
+
+    def _credentials(self, value: object) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        if not isinstance(value, Mapping):
+            raise InvalidInput("credentials", "expected an object (see the authentication kinds)")
+        try:
+            return validate_credentials(value, allow_http=self.allow_http) or None
+        except InvalidEndpoint as exc:
+            raise _invalid(exc, "credentials") from None
+
+    # -- endpoints ---------------------------------------------------------------------------
+
     async def list_endpoints(self, scope: Scope, page: PageRequest) -> Page[Endpoint]:
-        raise NotImplementedError
+        """Endpoints in scope, newest first."""
+        before = _check_page(page)
+        rows = await self.store.endpoints_page(scope.tenant, before, page.limit + 1)
+        return _page(rows, page.limit)
 
     async def get_endpoint(self, scope: Scope, endpoint_id: int) -> Endpoint:
-        raise NotImplementedError
+        """One endpoint. Raises NotFound."""
+        ep = None
+        if 1 <= endpoint_id <= MAX_ID:
+            ep = await self.store.endpoint(endpoint_id, scope.tenant)
+        if ep is None:
+            raise NotFound(f"no endpoint with id {endpoint_id}")
+        return ep
 
     async def create_endpoint(self, scope: Scope, new: NewEndpoint) -> tuple[Endpoint, str]:
         """Returns the endpoint and its signing secret (shown once here; `reveal_secret` later).
-        A tenant scope forces `tenant` to the scope's tenant (InvalidInput if another is given)."""
-        raise NotImplementedError
+        A tenant scope forces `tenant` to the scope's tenant (InvalidInput if another is given).
+
+        Raises InvalidInput for any invalid field, including a URL the SSRF guard refuses
+        (`security.allow_cidrs` / `security.allow_hosts` open internal targets).
+        """
+        tenant = _tenant(new.tenant)
+        if scope.tenant is not None:
+            if tenant is not None and tenant != scope.tenant:
+                raise InvalidInput("tenant", "can only create endpoints of the caller's tenant")
+            tenant = scope.tenant
+        event_types = _event_types(new.event_types)
+        description = _description(new.description)
+        metadata = _metadata(new.metadata)
+        settings = _settings(new.settings)
+        credentials = self._credentials(new.credentials)
+        if not isinstance(new.enabled, bool):
+            raise InvalidInput("enabled", "expected true or false")
+        if new.secret is None:
+            if new.kind not in ("hmac", "ed25519"):
+                raise InvalidInput("kind", "expected 'hmac' or 'ed25519'")
+            secret = generate_secret(new.kind)
+        else:
+            secret = _text("secret", new.secret, 200)
+            try:
+                decode_secret(secret)
+            except InvalidSecret as exc:
+                raise InvalidInput("secret", str(exc)) from None
+        url = await self._url(new.url)
+        ep = await self.store.add_endpoint(
+            url,
+            secret,
+            event_types,
+            tenant,
+            settings,
+            description=description,
+            metadata=metadata,
+            credentials=credentials,
+            enabled=new.enabled,
+        )
+        return ep, secret
 
     async def update_endpoint(
         self, scope: Scope, endpoint_id: int, changes: EndpointChanges
     ) -> Endpoint:
-        raise NotImplementedError
+        """Change only the fields of `changes` that are not UNSET (see EndpointChanges), in one
+        transaction, and return the endpoint as it is now.
+
+        `settings` None removes every override. `enabled` False pauses the endpoint's pending
+        deliveries, True resumes them. A tenant scope cannot move an endpoint to another tenant
+        (InvalidInput "tenant"). Raises NotFound, InvalidInput.
+        """
+        current = await self.get_endpoint(scope, endpoint_id)
+        fields: dict[str, Any] = {}
+        if changes.url is not UNSET:
+            fields["url"] = await self._url(changes.url)
+        if changes.event_types is not UNSET:
+            fields["event_types"] = list(_event_types(changes.event_types))
+        if changes.tenant is not UNSET:
+            tenant = _tenant(changes.tenant)
+            if scope.tenant is not None and tenant != scope.tenant:
+                raise InvalidInput("tenant", "cannot move an endpoint out of the caller's tenant")
+            fields["tenant"] = tenant
+        if changes.description is not UNSET:
+            fields["description"] = _description(changes.description)
+        if changes.metadata is not UNSET:
+            fields["metadata"] = _metadata(changes.metadata)
+        unset: list[str] = []
+        if changes.settings is not UNSET:
+            if changes.settings is None:
+                unset = list(current.settings)
+            else:
+                fields["settings"], unset = _setting_changes(changes.settings)
+        replace_credentials = changes.credentials is not UNSET
+        credentials = self._credentials(changes.credentials) if replace_credentials else None
+        enabled: bool | None = None
+        if changes.enabled is not UNSET:
+            if not isinstance(changes.enabled, bool):
+                raise InvalidInput("enabled", "expected true or false")
+            enabled = changes.enabled
+        if not fields and not unset and not replace_credentials and enabled is None:
+            return current
+        ep = await self.store.update_endpoint(
+            endpoint_id,
+            scope.tenant,
+            fields,
+            settings_unset=unset,
+            credentials=credentials,
+            replace_credentials=replace_credentials,
+            enabled=enabled,
+        )
+        if ep is None:
+            raise NotFound(f"no endpoint with id {endpoint_id}")
+        return ep
 
     async def delete_endpoint(self, scope: Scope, endpoint_id: int) -> None:
-        raise NotImplementedError
+        """Delete an endpoint; its open deliveries are settled as failed, its history stays.
+        Raises NotFound."""
+        await self.get_endpoint(scope, endpoint_id)
+        if not await self.store.delete_endpoint(endpoint_id, scope.tenant):
+            raise NotFound(f"no endpoint with id {endpoint_id}")
 
     async def rotate_secret(
         self, scope: Scope, endpoint_id: int, grace_s: float, secret: str | None = None
     ) -> SecretView:
-        raise NotImplementedError
+        """Make a new signing secret current (`secret`, or a generated one of the same kind);
+        the old one also signs for `grace_s` seconds (0 to MAX_GRACE_S). Raises NotFound,
+        InvalidInput."""
+        if not (isinstance(grace_s, int | float) and 0 <= grace_s <= MAX_GRACE_S):
+            raise InvalidInput("grace_s", f"expected 0 to {MAX_GRACE_S:.0f} seconds")
+        current = await self.get_endpoint(scope, endpoint_id)
+        if secret is None:
+            secret = generate_secret("ed25519" if current.secret.startswith("whsk_") else "hmac")
+        else:
+            secret = _text("secret", secret, 200)
+            try:
+                decode_secret(secret)
+            except InvalidSecret as exc:
+                raise InvalidInput("secret", str(exc)) from None
+        if not await self.store.rotate_secret(endpoint_id, secret, float(grace_s)):
+            raise NotFound(f"no endpoint with id {endpoint_id}")
+        return await self.reveal_secret(scope, endpoint_id)
 
     async def reveal_secret(self, scope: Scope, endpoint_id: int) -> SecretView:
-        raise NotImplementedError
+        """The endpoint's current signing secret (and its Ed25519 public key). Raises NotFound."""
+        ep = await self.get_endpoint(scope, endpoint_id)
+        return SecretView(ep.id, ep.secret, public_key(ep.secret), ep.previous_secret_until)
 
     async def endpoint_stats(self, scope: Scope, endpoint_id: int) -> EndpointStats:
-        raise NotImplementedError
+        """The endpoint's newest attempt and its attempts over the last hour and day.
+        Raises NotFound."""
+        await self.get_endpoint(scope, endpoint_id)
+        return await self.store.endpoint_stats(endpoint_id)
 
-    # events
+    # -- events ------------------------------------------------------------------------------
+
     async def event_types(self, scope: Scope) -> list[str]:
         """Event types seen in the outbox, sorted."""
-        raise NotImplementedError
+        return await self.store.event_types(scope.tenant)
 
     async def get_event(self, scope: Scope, event_id: int) -> EventRecord:
-        raise NotImplementedError
+        """One event of the outbox. Raises NotFound."""
+        ev = None
+        if 1 <= event_id <= MAX_ID:
+            ev = await self.store.event(event_id, scope.tenant)
+        if ev is None:
+            raise NotFound(f"no event with id {event_id}")
+        return ev
 
     async def list_events(
         self,
@@ -246,9 +575,24 @@ class Service:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Page[EventRecord]:
-        raise NotImplementedError
+        """Events matching every given filter, newest first; `since`/`until` bound the time of
+        publishing (until exclusive). A tenant scope lists only its own events."""
+        before = _check_page(page)
+        if event_type is not None:
+            _text("event_type", event_type, 200)
+        rows = await self.store.events_page(
+            scope.tenant,
+            before,
+            page.limit + 1,
+            event_type=event_type,
+            tenant=_tenant(tenant),
+            since=_aware("since", since),
+            until=_aware("until", until),
+        )
+        return _page(rows, page.limit)
 
-    # deliveries and attempts
+    # -- deliveries and attempts ---------------------------------------------------------------
+
     async def list_deliveries(
         self,
         scope: Scope,
@@ -260,31 +604,194 @@ class Service:
         since: datetime | None = None,
         until: datetime | None = None,
     ) -> Page[DeliveryRecord]:
-        raise NotImplementedError
+        """Deliveries matching every given filter, newest first; `since`/`until` bound their
+        creation time (until exclusive).
+
+        NotFound when `event_id` names no event in scope, or (for a tenant scope) `endpoint_id`
+        no endpoint of the tenant; an operator may list a deleted endpoint's history.
+        """
+        before = _check_page(page)
+        _filter_id("endpoint_id", endpoint_id)
+        _filter_id("event_id", event_id)
+        if event_id is not None:
+            await self.get_event(scope, event_id)
+        if endpoint_id is not None and scope.tenant is not None:
+            await self.get_endpoint(scope, endpoint_id)
+        rows = await self.store.deliveries(
+            DeliveryState(state).value if state is not None else None,
+            endpoint_id,
+            page.limit + 1,
+            event_id=event_id,
+            tenant=scope.tenant,
+            before_id=before,
+            since=_aware("since", since),
+            until=_aware("until", until),
+        )
+        return _page(rows, page.limit)
 
     async def get_delivery(self, scope: Scope, delivery_id: int) -> DeliveryRecord:
-        raise NotImplementedError
+        """One delivery. Raises NotFound."""
+        rows = []
+        if 1 <= delivery_id <= MAX_ID:
+            rows = await self.store.deliveries(ids=[delivery_id], tenant=scope.tenant, limit=1)
+        if not rows:
+            raise NotFound(f"no delivery with id {delivery_id}")
+        return rows[0]
 
     async def attempts(self, scope: Scope, delivery_id: int) -> list[AttemptLogEntry]:
         """The delivery's attempts, oldest first. NotFound if the delivery is not in scope."""
-        raise NotImplementedError
+        await self.get_delivery(scope, delivery_id)
+        return await self.store.attempts(delivery_id)
 
-    # actions
+    # -- actions -------------------------------------------------------------------------------
+
+    async def _check_selection(self, scope: Scope, selection: Selection) -> None:
+        """NotFound for an endpoint or delivery id the selection names that is not in scope."""
+        if selection.endpoint_id is not None:
+            await self.get_endpoint(scope, selection.endpoint_id)
+        if selection.ids is not None:
+            ids = list(dict.fromkeys(selection.ids))
+            if len(ids) > MAX_SELECTED_IDS:
+                raise InvalidInput("ids", f"at most {MAX_SELECTED_IDS} ids")
+            for bad in (i for i in ids if not 1 <= i <= MAX_ID):
+                raise NotFound(f"no delivery with id {bad}")
+            found = {
+                d.id
+                for d in await self.store.deliveries(ids=ids, tenant=scope.tenant, limit=len(ids))
+            }
+            for missing in (i for i in ids if i not in found):
+                raise NotFound(f"no delivery with id {missing}")
+        if selection.event_type is not None:
+            _text("event_type", selection.event_type, 200)
+        _aware("since", selection.since)
+        _aware("until", selection.until)
+
+    async def _requeue(
+        self,
+        scope: Scope,
+        selection: Selection,
+        states: tuple[DeliveryState, ...],
+        *,
+        dry_run: bool = False,
+    ) -> ActionResult:
+        done = await self.store.requeue(
+            states,
+            ids=list(selection.ids) if selection.ids is not None else None,
+            endpoint_id=selection.endpoint_id,
+            event_type=selection.event_type,
+            since=selection.since,
+            until=selection.until,
+            tenant=scope.tenant,
+            dry_run=dry_run,
+        )
+        if not dry_run and done.count > done.paused:
+            await self.store.notify_due()
+        return ActionResult(done.count, done.ids, dry_run, done.paused)
+
     async def retry(self, scope: Scope, selection: Selection) -> ActionResult:
-        """Dead-lettered (failed) deliveries matching `selection` get another attempt."""
-        raise NotImplementedError
+        """Dead-lettered (failed) deliveries matching `selection` get another attempt, in one
+        statement: pending and due now, or paused if their endpoint is disabled (they go out when
+        it is enabled). `selection.states` is ignored (always failed); deliveries of deleted
+        endpoints are left alone. Running daemons are woken.
+
+        Raises NotFound for an endpoint or delivery id not in scope, InvalidInput.
+        """
+        await self._check_selection(scope, selection)
+        return await self._requeue(scope, selection, (DeliveryState.FAILED,))
 
     async def resend(self, scope: Scope, delivery_id: int) -> DeliveryRecord:
-        """A delivered or failed delivery gets one more attempt (same webhook-id).
-        Conflict if it is pending or paused."""
-        raise NotImplementedError
+        """A delivered or failed delivery gets one more attempt (same webhook-id: it is the same
+        event): pending and due now, or paused if its endpoint is disabled (it goes out when the
+        endpoint is enabled). Returns the delivery as it is now.
+
+        Raises NotFound; Conflict if it is pending or paused, or its endpoint was deleted.
+        """
+        delivery = await self.get_delivery(scope, delivery_id)
+        if delivery.state in (DeliveryState.PENDING, DeliveryState.PAUSED):
+            raise Conflict(
+                f"delivery {delivery_id} is {delivery.state.value}: only delivered or failed"
+                " deliveries can be resent"
+            )
+        done = await self._requeue(
+            scope,
+            Selection(ids=(delivery_id,)),
+            (DeliveryState.DELIVERED, DeliveryState.FAILED),
+        )
+        if done.count == 0:
+            if await self.store.endpoint(delivery.endpoint_id) is None:
+                raise Conflict(f"delivery {delivery_id}: its endpoint was deleted")
+            raise Conflict(f"delivery {delivery_id} changed state meanwhile; try again")
+        return await self.get_delivery(scope, delivery_id)
 
     async def replay(self, scope: Scope, selection: Selection, *, dry_run: bool) -> ActionResult:
-        """Deliveries of one endpoint in final states matching `selection` become pending again;
-        with `dry_run` nothing changes and `count` is what would be."""
-        raise NotImplementedError
+        """Deliveries of one endpoint in final states matching `selection` become pending again
+        (paused if the endpoint is disabled; they go out when it is enabled), in one statement:
+        `count` is exact and nothing else is touched (not the same events' deliveries to other
+        endpoints). With `dry_run` nothing changes and `count` is what would be, from the same
+        selection. `selection.states` ⊆ {delivered, failed}; `since`/`until` bound the delivery's
+        creation time.
+
+        Raises InvalidInput (no endpoint_id, other states), NotFound (endpoint or ids not in
+        scope).
+        """
+        if selection.endpoint_id is None:
+            raise InvalidInput("endpoint_id", "a replay needs the endpoint it replays to")
+        states = tuple(dict.fromkeys(DeliveryState(s) for s in selection.states))
+        final = (DeliveryState.DELIVERED, DeliveryState.FAILED)
+        if not states or any(s not in final for s in states):
+            raise InvalidInput("states", "give one or both of delivered and failed")
+        await self._check_selection(scope, selection)
+        return await self._requeue(scope, selection, states, dry_run=dry_run)
 
     async def send_test(self, scope: Scope, endpoint_id: int, wait_s: float) -> TestResult:
         """Create a signed `hookd.ping` event delivered to this endpoint only, and wait up to
-        `wait_s` (at most MAX_TEST_WAIT_S) for its first attempt. Conflict if disabled."""
-        raise NotImplementedError
+        `wait_s` (at most MAX_TEST_WAIT_S; larger waits are cut to it) for its first attempt.
+
+        The event has the endpoint's tenant and payload {"endpoint_id": N, "message": ...}; it
+        is marked fanned out when created, so no other endpoint receives it. A running daemon is
+        woken to attempt it at once. `attempt` is None if none finished within the wait (the
+        delivery goes on as any other).
+
+        Raises NotFound; Conflict if the endpoint is disabled; InvalidInput for a negative wait.
+        """
+        if not (isinstance(wait_s, int | float) and not math.isnan(wait_s) and wait_s >= 0):
+            raise InvalidInput("wait_s", f"expected 0 to {MAX_TEST_WAIT_S:.0f} seconds")
+        wait_s = min(float(wait_s), MAX_TEST_WAIT_S)
+        ep = await self.get_endpoint(scope, endpoint_id)
+        if not ep.enabled:
+            raise Conflict(f"endpoint {endpoint_id} is disabled: enable it to send a test event")
+        payload = {"endpoint_id": endpoint_id, "message": "test event from hookd"}
+        made = await self.store.insert_test_delivery(
+            endpoint_id, scope.tenant, TEST_EVENT_TYPE, payload
+        )
+        if made is None:
+            await self.get_endpoint(scope, endpoint_id)
+            raise Conflict(f"endpoint {endpoint_id} is disabled: enable it to send a test event")
+        delivery_id, event_id = made
+        await self.store.notify_due()
+        if self._install_id is None:
+            self._install_id = await self.store.install_id()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            attempt = await self.store.first_attempt(delivery_id)
+            left = deadline - loop.time()
+            if attempt is not None or left <= 0:
+                break
+            await asyncio.sleep(min(TEST_POLL_S, left))
+        delivery = await self.get_delivery(scope, delivery_id)
+        return TestResult(delivery, attempt, webhook_id(self._install_id, event_id))
+
+
+def _check_page(page: PageRequest) -> int | None:
+    """Validate a page request; return the `before_id` to query with."""
+    if isinstance(page.limit, bool) or not isinstance(page.limit, int):
+        raise InvalidInput("limit", "expected an integer")
+    if not 1 <= page.limit <= MAX_PAGE_SIZE:
+        raise InvalidInput("limit", f"expected 1 to {MAX_PAGE_SIZE}")
+    before = page.before_id
+    if before is None:
+        return None
+    if isinstance(before, bool) or not isinstance(before, int) or before < 1:
+        raise InvalidInput("before_id", "expected a positive id")
+    return None if before > MAX_ID else before

@@ -15,7 +15,7 @@ import functools
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -26,7 +26,18 @@ import orjson
 
 from hookd import migrate
 from hookd.errors import SchemaMissing, StoreUnavailable
-from hookd.models import AttemptRecord, Delivery, Endpoint, Outcome
+from hookd.models import (
+    AttemptLogEntry,
+    AttemptRecord,
+    Delivery,
+    DeliveryRecord,
+    DeliveryState,
+    Endpoint,
+    EndpointStats,
+    EventRecord,
+    Outcome,
+    WindowStats,
+)
 from hookd.secretbox import SecretBox
 
 log = logging.getLogger("hookd.store")
@@ -142,6 +153,11 @@ class StatusCounts:
     open_breakers: int
 
 
+def _json(value: Any) -> Any:
+    """A jsonb column as a Python value (asyncpg hands jsonb over as text)."""
+    return orjson.loads(value) if isinstance(value, str) else value
+
+
 def _endpoint(r: asyncpg.Record, box: SecretBox) -> Endpoint:
     settings = r["settings"]
     creds = r["credentials"]
@@ -160,7 +176,76 @@ def _endpoint(r: asyncpg.Record, box: SecretBox) -> Endpoint:
         previous_secret_until=r["previous_secret_until"],
         credentials=orjson.loads(box.open(creds)) if creds else None,
         updated_at=r["updated_at"],
+        description=r["description"],
+        metadata=_json(r["metadata"]),
     )
+
+
+def _event_record(r: asyncpg.Record) -> EventRecord:
+    return EventRecord(
+        id=r["id"],
+        event_type=r["event_type"],
+        tenant=r["tenant"],
+        payload=_json(r["payload"]),
+        idempotency_key=r["idempotency_key"],
+        created_at=r["created_at"],
+        fanned_out_at=r["fanned_out_at"],
+    )
+
+
+def _delivery_record(r: asyncpg.Record) -> DeliveryRecord:
+    return DeliveryRecord(
+        id=r["id"],
+        event_id=r["event_id"],
+        endpoint_id=r["endpoint_id"],
+        event_type=r["event_type"],
+        tenant=r["tenant"],
+        state=DeliveryState(r["state"]),
+        attempts=r["attempts"],
+        next_attempt_at=r["next_attempt_at"],
+        leased_until=r["leased_until"],
+        last_status=r["last_status"],
+        last_error=r["last_error"],
+        created_at=r["created_at"],
+        finished_at=r["finished_at"],
+    )
+
+
+def _attempt_entry(r: asyncpg.Record) -> AttemptLogEntry:
+    return AttemptLogEntry(
+        delivery_id=r["delivery_id"],
+        attempt=r["attempt"],
+        started_at=r["started_at"],
+        duration_s=r["duration_s"],
+        status=r["status"],
+        error=r["error"],
+        response_body=r["response_body"],
+    )
+
+
+def _window(r: asyncpg.Record, prefix: str, window_s: float) -> WindowStats:
+    attempts = int(r[f"{prefix}_attempts"])
+    succeeded = int(r[f"{prefix}_succeeded"])
+    return WindowStats(
+        window_s=window_s,
+        attempts=attempts,
+        succeeded=succeeded,
+        success_rate=succeeded / attempts if attempts else None,
+        p50_duration_s=r[f"{prefix}_p50_s"],
+        p99_duration_s=r[f"{prefix}_p99_s"],
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Requeued:
+    """What `Store.requeue` did (or, for a dry run, would do)."""
+
+    count: int
+    """Deliveries selected and made pending or paused."""
+    paused: int
+    """Of `count`, those made paused because their endpoint is disabled."""
+    ids: list[int]
+    """The first 1,000 of their ids, ascending."""
 
 
 def _delivery(r: asyncpg.Record, created_at: datetime | None = None) -> Delivery:
@@ -431,19 +516,34 @@ class Store:
         secret: str,
         event_types: Sequence[str] = ("*",),
         tenant: str | None = None,
-        settings: dict[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+        *,
+        description: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        credentials: Mapping[str, Any] | None = None,
+        enabled: bool = True,
     ) -> Endpoint:
-        """Insert an endpoint (already validated by the caller) and return it."""
+        """Insert an endpoint (already validated by the caller) and return it.
+
+        Created disabled (`enabled` False), its reason is "disabled by operator".
+        """
         row = await self.pool.fetchrow(
             QUERIES["endpoint_insert"],
             url,
             tenant,
             list(event_types),
             self.box.seal(secret),
-            orjson.dumps(settings or {}).decode(),
+            orjson.dumps(dict(settings or {})).decode(),
+            description,
+            orjson.dumps(dict(metadata or {})).decode(),
+            self._seal_credentials(credentials),
+            enabled,
         )
         assert row is not None
         return _endpoint(row, self.box)
+
+    def _seal_credentials(self, credentials: Mapping[str, Any] | None) -> str | None:
+        return self.box.seal(orjson.dumps(dict(credentials)).decode()) if credentials else None
 
     @_mapped
     async def set_endpoint_enabled(
@@ -460,10 +560,11 @@ class Store:
         return None if row["found"] == 0 else int(row["moved"])
 
     @_mapped
-    async def delete_endpoint(self, endpoint_id: int) -> bool:
-        """Delete an endpoint and fail its open deliveries; False if there was none."""
+    async def delete_endpoint(self, endpoint_id: int, tenant: str | None = None) -> bool:
+        """Delete an endpoint (of `tenant` when given) and fail its open deliveries; False if
+        there was none."""
         async with self.pool.acquire() as conn, conn.transaction():
-            found = await conn.fetchval(QUERIES["endpoint_delete"], endpoint_id)
+            found = await conn.fetchval(QUERIES["endpoint_delete"], endpoint_id, tenant)
             if found is None:
                 return False
             await conn.execute(QUERIES["endpoint_settle_deleted"], endpoint_id)
@@ -488,7 +589,7 @@ class Store:
     @_mapped
     async def set_credentials(self, endpoint_id: int, credentials: dict[str, Any] | None) -> bool:
         """Replace how hookd authenticates to the endpoint (None: no authentication)."""
-        sealed = self.box.seal(orjson.dumps(credentials).decode()) if credentials else None
+        sealed = self._seal_credentials(credentials)
         found = await self.pool.fetchval(QUERIES["endpoint_set_credentials"], endpoint_id, sealed)
         return found is not None
 
@@ -499,10 +600,34 @@ class Store:
 
     @_mapped
     async def deliveries(
-        self, state: str | None = None, endpoint_id: int | None = None, limit: int = 100
-    ) -> list[asyncpg.Record]:
-        """Recent deliveries for `hookd deliveries`, newest first."""
-        return list(await self.pool.fetch(QUERIES["deliveries_list"], state, endpoint_id, limit))
+        self,
+        state: str | None = None,
+        endpoint_id: int | None = None,
+        limit: int = 100,
+        *,
+        event_id: int | None = None,
+        ids: Sequence[int] | None = None,
+        tenant: str | None = None,
+        before_id: int | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[DeliveryRecord]:
+        """Deliveries matching every given filter, newest (highest id) first, at most `limit`,
+        with ids below `before_id` (keyset pagination). `tenant`: only deliveries of that tenant's
+        events. `since`/`until` bound the delivery's creation time (until exclusive)."""
+        rows = await self.pool.fetch(
+            QUERIES["deliveries_page"],
+            tenant,
+            before_id,
+            limit,
+            endpoint_id,
+            event_id,
+            state,
+            since,
+            until,
+            list(ids) if ids is not None else None,
+        )
+        return [_delivery_record(r) for r in rows]
 
     @_mapped
     async def retry_failed(
@@ -528,3 +653,184 @@ class Store:
         r = await self.pool.fetchrow(QUERIES["status_counts"])
         assert r is not None
         return StatusCounts(**dict(r))
+
+    # -- the operating surface (hookd/service.py) ----------------------------------------------
+
+    @_mapped
+    async def endpoint(self, endpoint_id: int, tenant: str | None = None) -> Endpoint | None:
+        """One endpoint (of `tenant` when given), or None."""
+        row = await self.pool.fetchrow(QUERIES["endpoint_get"], endpoint_id, tenant)
+        return None if row is None else _endpoint(row, self.box)
+
+    @_mapped
+    async def endpoints_page(
+        self, tenant: str | None, before_id: int | None, limit: int
+    ) -> list[Endpoint]:
+        """Endpoints (of `tenant` when given) with ids below `before_id`, highest first."""
+        rows = await self.pool.fetch(QUERIES["endpoints_page"], tenant, before_id, limit)
+        return [_endpoint(r, self.box) for r in rows]
+
+    @_mapped
+    async def update_endpoint(
+        self,
+        endpoint_id: int,
+        tenant: str | None,
+        fields: Mapping[str, Any],
+        *,
+        settings_unset: Sequence[str] = (),
+        credentials: Any = None,
+        replace_credentials: bool = False,
+        enabled: bool | None = None,
+    ) -> Endpoint | None:
+        """Change the given fields of an endpoint (of `tenant` when given) in one transaction;
+        return it as it is now, or None if there is no such endpoint.
+
+        `fields` (already validated) may hold url, event_types, tenant, description (None clears
+        them), metadata (replaces) and settings (merged into the overrides); `settings_unset` keys
+        are removed from the overrides (back to the configured default). `replace_credentials`
+        sets the credentials to `credentials` (None: none). `enabled` True or False enables or
+        disables the endpoint and resumes or pauses its deliveries, as `set_endpoint_enabled`.
+        """
+        changes = dict(fields)
+        if settings_unset:
+            changes["settings_unset"] = list(settings_unset)
+        sealed = self._seal_credentials(credentials) if replace_credentials else None
+        async with self.pool.acquire() as conn, conn.transaction():
+            found = await conn.fetchval(
+                QUERIES["endpoint_update"],
+                endpoint_id,
+                tenant,
+                orjson.dumps(changes).decode(),
+                replace_credentials,
+                sealed,
+            )
+            if found is None:
+                return None
+            if enabled is not None:
+                await conn.fetchrow(
+                    QUERIES["endpoint_set_enabled"],
+                    endpoint_id,
+                    enabled,
+                    None if enabled else "disabled by operator",
+                )
+            row = await conn.fetchrow(QUERIES["endpoint_get"], endpoint_id, None)
+        assert row is not None
+        return _endpoint(row, self.box)
+
+    @_mapped
+    async def event(self, event_id: int, tenant: str | None = None) -> EventRecord | None:
+        """One event of the outbox (of `tenant` when given), or None."""
+        row = await self.pool.fetchrow(QUERIES["event_get"], event_id, tenant)
+        return None if row is None else _event_record(row)
+
+    @_mapped
+    async def events_page(
+        self,
+        scope_tenant: str | None,
+        before_id: int | None,
+        limit: int,
+        *,
+        event_type: str | None = None,
+        tenant: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[EventRecord]:
+        """Events matching every given filter (`scope_tenant` and `tenant` both), ids below
+        `before_id`, highest first; `since`/`until` bound created_at (until exclusive)."""
+        rows = await self.pool.fetch(
+            QUERIES["events_page"],
+            scope_tenant,
+            before_id,
+            limit,
+            event_type,
+            tenant,
+            since,
+            until,
+        )
+        return [_event_record(r) for r in rows]
+
+    @_mapped
+    async def event_types(self, tenant: str | None = None) -> list[str]:
+        """Distinct event types in the outbox (of `tenant` when given), sorted; one index probe
+        per type (a loose index scan)."""
+        return [r["event_type"] for r in await self.pool.fetch(QUERIES["event_types_seen"], tenant)]
+
+    @_mapped
+    async def attempts(self, delivery_id: int) -> list[AttemptLogEntry]:
+        """The attempt log of one delivery, oldest first."""
+        rows = await self.pool.fetch(QUERIES["attempts_of"], delivery_id)
+        return [_attempt_entry(r) for r in rows]
+
+    @_mapped
+    async def first_attempt(self, delivery_id: int) -> AttemptLogEntry | None:
+        """The first attempt-log row of a delivery, or None before one is written."""
+        row = await self.pool.fetchrow(QUERIES["attempt_first"], delivery_id)
+        return None if row is None else _attempt_entry(row)
+
+    @_mapped
+    async def endpoint_stats(self, endpoint_id: int) -> EndpointStats:
+        """Attempt figures of one endpoint over the last hour and day, and its newest attempt."""
+        r = await self.pool.fetchrow(QUERIES["endpoint_stats"], endpoint_id)
+        assert r is not None
+        return EndpointStats(
+            endpoint_id=endpoint_id,
+            last_status=r["last_status"],
+            last_error=r["last_error"],
+            last_attempt_at=r["last_attempt_at"],
+            last_hour=_window(r, "hour", 3600.0),
+            last_day=_window(r, "day", 86400.0),
+        )
+
+    @_mapped
+    async def requeue(
+        self,
+        states: Sequence[DeliveryState],
+        *,
+        ids: Sequence[int] | None = None,
+        endpoint_id: int | None = None,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        tenant: str | None = None,
+        dry_run: bool = False,
+    ) -> Requeued:
+        """Give deliveries in `states` that match every given condition another attempt, in one
+        statement (so the count is exact): pending and due now, or paused when their endpoint is
+        disabled (they go out when it is enabled). Deliveries of deleted endpoints are left alone;
+        the attempt counter keeps counting. `dry_run` changes nothing and counts the same
+        selection. Does not wake daemons (see `notify_due`)."""
+        r = await self.pool.fetchrow(
+            QUERIES["deliveries_requeue"],
+            list(ids) if ids is not None else None,
+            endpoint_id,
+            [s.value for s in states],
+            event_type,
+            since,
+            until,
+            tenant,
+            dry_run,
+        )
+        assert r is not None
+        return Requeued(int(r["count"]), int(r["paused"]), list(r["ids"]))
+
+    @_mapped
+    async def insert_test_delivery(
+        self, endpoint_id: int, tenant: str | None, event_type: str, payload: Any
+    ) -> tuple[int, int] | None:
+        """Create an event of `event_type` with `payload` for one enabled endpoint (of `tenant`
+        when given) and its one delivery, pending and due now, in one statement; the event
+        carries the endpoint's tenant and is marked fanned out, so no other endpoint gets it.
+        Returns (delivery id, event id), or None if the endpoint is gone or disabled."""
+        row = await self.pool.fetchrow(
+            QUERIES["test_delivery_insert"],
+            event_type,
+            orjson.dumps(payload).decode(),
+            endpoint_id,
+            tenant,
+        )
+        return None if row is None else (row["id"], row["event_id"])
+
+    @_mapped
+    async def notify_due(self) -> None:
+        """NOTIFY running daemons that deliveries were made due now (payload "due")."""
+        await self.pool.execute(QUERIES["notify_due"])

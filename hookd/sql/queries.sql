@@ -232,14 +232,18 @@ SELECT install_id FROM hookd.meta;
 
 -- name: endpoints_all
 SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
-       breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at
+       breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at,
+       description, metadata
 FROM hookd.endpoints ORDER BY id;
 
 -- name: endpoint_insert
-INSERT INTO hookd.endpoints (url, tenant, event_types, secret, settings)
-VALUES ($1, $2, $3, $4, $5)
+INSERT INTO hookd.endpoints (url, tenant, event_types, secret, settings, description, metadata,
+                             credentials, enabled, disabled_reason)
+VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::jsonb, '{}'), $8, coalesce($9, true),
+        CASE WHEN NOT coalesce($9, true) THEN 'disabled by operator' END)
 RETURNING id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
-          breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at;
+          breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at,
+          description, metadata;
 
 -- name: endpoint_set_enabled
 WITH ep AS (
@@ -263,9 +267,9 @@ WITH ep AS (
 SELECT (SELECT count(*) FROM ep) AS found, (SELECT count(*) FROM paused) AS moved;
 
 -- name: endpoint_delete
--- Remove an endpoint. Its deliveries and attempts stay as history; its open deliveries are
--- settled as failed ("endpoint deleted") in the same transaction.
-DELETE FROM hookd.endpoints WHERE id = $1 RETURNING id;
+-- Remove an endpoint (of tenant $2 when given). Its deliveries and attempts stay as history; its
+-- open deliveries are settled as failed ("endpoint deleted") in the same transaction.
+DELETE FROM hookd.endpoints WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) RETURNING id;
 
 -- name: endpoint_settle_deleted
 -- Leased ones too: clearing the lease fences off a retry of an attempt still in flight, so nothing
@@ -290,15 +294,6 @@ UPDATE hookd.endpoints SET url = $2, updated_at = now() WHERE id = $1 RETURNING 
 
 -- name: endpoint_set_settings
 UPDATE hookd.endpoints SET settings = $2, updated_at = now() WHERE id = $1 RETURNING id;
-
--- name: deliveries_list
-SELECT d.id, d.event_id, d.endpoint_id, d.state, d.attempts, d.next_attempt_at, d.last_status,
-       d.last_error, d.created_at, d.finished_at, e.event_type
-FROM hookd.deliveries d JOIN hookd.events e ON e.id = d.event_id
-WHERE ($1::text IS NULL OR d.state = $1)
-  AND ($2::bigint IS NULL OR d.endpoint_id = $2)
-ORDER BY d.id DESC
-LIMIT $3;
 
 -- name: retry_failed
 -- Put dead-lettered deliveries back in the queue (one more attempt each; the attempt counter keeps
@@ -326,3 +321,215 @@ SELECT
          AND (status IS NULL OR status NOT BETWEEN 200 AND 299)) AS failed_attempts_last_hour,
     (SELECT count(*) FROM hookd.endpoints WHERE NOT enabled) AS disabled_endpoints,
     (SELECT count(*) FROM hookd.endpoints WHERE breaker_open_until IS NOT NULL) AS open_breakers;
+
+-- Operating surface (hookd/service.py). Lists page newest first: `id < $before` and LIMIT one
+-- more than the page, so the caller knows whether a next page exists. A tenant scope ($scope not
+-- NULL) sees that tenant's endpoints and events, and the deliveries of that tenant's events
+-- (fan-out matches endpoint tenant to event tenant, so they are its endpoints' deliveries too, and
+-- they stay visible after the endpoint is deleted).
+
+-- name: endpoint_get
+-- $1 id, $2 scope tenant.
+SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
+       breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at,
+       description, metadata
+FROM hookd.endpoints
+WHERE id = $1 AND ($2::text IS NULL OR tenant = $2);
+
+-- name: endpoints_page
+-- $1 scope tenant, $2 before id, $3 limit.
+SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
+       breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at,
+       description, metadata
+FROM hookd.endpoints
+WHERE ($1::text IS NULL OR tenant = $1) AND ($2::bigint IS NULL OR id < $2)
+ORDER BY id DESC
+LIMIT $3;
+
+-- name: endpoint_update
+-- PATCH an endpoint ($1) of scope tenant $2 with the fields present in the jsonb object $3: url,
+-- event_types (array), tenant, description (null clears them), metadata (replaces), settings
+-- (merged into the overrides) and settings_unset (keys removed from them). $4 true replaces the
+-- credentials with $5 (sealed text, NULL for none).
+UPDATE hookd.endpoints
+SET url = CASE WHEN $3::jsonb ? 'url' THEN $3->>'url' ELSE url END,
+    event_types = CASE WHEN $3 ? 'event_types'
+                       THEN ARRAY(SELECT jsonb_array_elements_text($3->'event_types'))
+                       ELSE event_types END,
+    tenant = CASE WHEN $3 ? 'tenant' THEN $3->>'tenant' ELSE tenant END,
+    description = CASE WHEN $3 ? 'description' THEN $3->>'description' ELSE description END,
+    metadata = CASE WHEN $3 ? 'metadata' THEN $3->'metadata' ELSE metadata END,
+    settings = (settings || coalesce($3->'settings', '{}'))
+               - ARRAY(SELECT jsonb_array_elements_text(coalesce($3->'settings_unset', '[]'))),
+    credentials = CASE WHEN $4::bool THEN $5::text ELSE credentials END,
+    updated_at = now()
+WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)
+RETURNING id;
+
+-- name: event_get
+-- $1 id, $2 scope tenant.
+SELECT id, event_type, tenant, payload, idempotency_key, created_at, fanned_out_at
+FROM hookd.events
+WHERE id = $1 AND ($2::text IS NULL OR tenant = $2);
+
+-- name: events_page
+-- $1 scope tenant, $2 before id, $3 limit, $4 event type, $5 tenant, $6 since, $7 until
+-- (created_at, until exclusive). Served by the primary key, events_by_type or events_by_tenant.
+SELECT id, event_type, tenant, payload, idempotency_key, created_at, fanned_out_at
+FROM hookd.events
+WHERE ($1::text IS NULL OR tenant = $1)
+  AND ($2::bigint IS NULL OR id < $2)
+  AND ($4::text IS NULL OR event_type = $4)
+  AND ($5::text IS NULL OR tenant = $5)
+  AND ($6::timestamptz IS NULL OR created_at >= $6)
+  AND ($7::timestamptz IS NULL OR created_at < $7)
+ORDER BY id DESC
+LIMIT $3;
+
+-- name: event_types_seen
+-- Distinct event types of the outbox (of scope tenant $1), sorted: a loose index scan over
+-- events_by_type, one index probe per type instead of a scan of every event.
+WITH RECURSIVE t (event_type) AS (
+    (SELECT event_type FROM hookd.events
+     WHERE $1::text IS NULL OR tenant = $1
+     ORDER BY event_type LIMIT 1)
+    UNION ALL
+    SELECT (SELECT e.event_type FROM hookd.events e
+            WHERE e.event_type > t.event_type AND ($1::text IS NULL OR e.tenant = $1)
+            ORDER BY e.event_type LIMIT 1)
+    FROM t
+    WHERE t.event_type IS NOT NULL
+)
+SELECT event_type FROM t WHERE event_type IS NOT NULL;
+
+-- name: deliveries_page
+-- $1 scope tenant, $2 before id, $3 limit, $4 endpoint, $5 event, $6 state, $7 since, $8 until
+-- (created_at, until exclusive), $9 ids. `leased_until` is the lease's expiry while a daemon holds
+-- a pending delivery; `next_attempt_at` is shown for pending deliveries only.
+SELECT d.id, d.event_id, d.endpoint_id, e.event_type, e.tenant, d.state, d.attempts,
+       CASE WHEN d.state = 'pending' THEN d.next_attempt_at END AS next_attempt_at,
+       CASE WHEN d.state = 'pending' AND d.lease_owner IS NOT NULL AND d.next_attempt_at > now()
+            THEN d.next_attempt_at END AS leased_until,
+       d.last_status, d.last_error, d.created_at, d.finished_at
+FROM hookd.deliveries d
+JOIN hookd.events e ON e.id = d.event_id
+WHERE ($1::text IS NULL OR e.tenant = $1)
+  AND ($2::bigint IS NULL OR d.id < $2)
+  AND ($4::bigint IS NULL OR d.endpoint_id = $4)
+  AND ($5::bigint IS NULL OR d.event_id = $5)
+  AND ($6::text IS NULL OR d.state = $6)
+  AND ($7::timestamptz IS NULL OR d.created_at >= $7)
+  AND ($8::timestamptz IS NULL OR d.created_at < $8)
+  AND ($9::bigint[] IS NULL OR d.id = ANY ($9))
+ORDER BY d.id DESC
+LIMIT $3;
+
+-- name: attempts_of
+-- The attempt log of delivery $1, oldest first.
+SELECT delivery_id, attempt, started_at, duration_s, status, error, response_body
+FROM hookd.attempts
+WHERE delivery_id = $1
+ORDER BY attempt, started_at;
+
+-- name: endpoint_stats
+-- Attempts of endpoint $1's deliveries over the last hour and day (attempts_started, then each
+-- attempt's delivery by primary key), and its newest attempt: from the last day, or else the
+-- newest attempt of its newest attempted delivery (deliveries_by_endpoint).
+WITH a AS (
+    SELECT a.started_at, a.duration_s, a.status, a.error,
+           a.started_at > now() - interval '1 hour' AS in_hour,
+           a.status BETWEEN 200 AND 299 AS ok
+    FROM hookd.attempts a
+    JOIN hookd.deliveries d ON d.id = a.delivery_id
+    WHERE a.started_at > now() - interval '1 day' AND d.endpoint_id = $1
+), recent AS (
+    SELECT started_at, status, error FROM a ORDER BY started_at DESC LIMIT 1
+), older AS (
+    SELECT la.started_at, la.status, la.error
+    FROM (SELECT id FROM hookd.deliveries
+          WHERE endpoint_id = $1 AND attempts > 0
+          ORDER BY id DESC LIMIT 1) d
+    CROSS JOIN LATERAL (SELECT started_at, status, error FROM hookd.attempts
+                        WHERE delivery_id = d.id ORDER BY started_at DESC LIMIT 1) la
+    WHERE NOT EXISTS (SELECT 1 FROM recent)
+), newest AS (
+    SELECT * FROM recent UNION ALL SELECT * FROM older
+), agg AS (
+    SELECT count(*) FILTER (WHERE in_hour) AS hour_attempts,
+           count(*) FILTER (WHERE in_hour AND ok) AS hour_succeeded,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s) FILTER (WHERE in_hour)
+               AS hour_p50_s,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_s) FILTER (WHERE in_hour)
+               AS hour_p99_s,
+           count(*) AS day_attempts,
+           count(*) FILTER (WHERE ok) AS day_succeeded,
+           percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_s) AS day_p50_s,
+           percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_s) AS day_p99_s
+    FROM a
+)
+SELECT agg.*, newest.started_at AS last_attempt_at, newest.status AS last_status,
+       newest.error AS last_error
+FROM agg LEFT JOIN newest ON true;
+
+-- name: deliveries_requeue
+-- Retry, resend and replay in one statement, so the count is exact: deliveries in states $3
+-- matching every given condition ($1 ids, $2 endpoint, $4 event type, $5/$6 created at or after /
+-- before, $7 scope tenant) get another attempt: pending and due now (finished_at and the lease
+-- cleared; the attempt counter keeps counting), or paused if their endpoint is disabled (they go
+-- out on enable). Deliveries of deleted endpoints are left alone. With $8 (dry run) nothing
+-- changes and the same selection is counted. Returns the count, how many of it were paused, and
+-- the first 1,000 ids.
+WITH sel AS (
+    SELECT d.id, ep.enabled
+    FROM hookd.deliveries d
+    JOIN hookd.events e ON e.id = d.event_id
+    JOIN hookd.endpoints ep ON ep.id = d.endpoint_id
+    WHERE d.state = ANY ($3::text[])
+      AND ($1::bigint[] IS NULL OR d.id = ANY ($1))
+      AND ($2::bigint IS NULL OR d.endpoint_id = $2)
+      AND ($4::text IS NULL OR e.event_type = $4)
+      AND ($5::timestamptz IS NULL OR d.created_at >= $5)
+      AND ($6::timestamptz IS NULL OR d.created_at < $6)
+      AND ($7::text IS NULL OR e.tenant = $7)
+), upd AS (
+    UPDATE hookd.deliveries d
+    SET state = CASE WHEN sel.enabled THEN 'pending' ELSE 'paused' END,
+        next_attempt_at = now(), finished_at = NULL, lease_owner = NULL
+    FROM sel
+    WHERE NOT $8::bool AND d.id = sel.id AND d.state = ANY ($3::text[])
+    RETURNING d.id, d.state = 'paused' AS paused
+), done AS (
+    SELECT id, paused FROM upd
+    UNION ALL
+    SELECT id, NOT enabled FROM sel WHERE $8::bool
+)
+SELECT count(*) AS count, count(*) FILTER (WHERE paused) AS paused,
+       ARRAY(SELECT id FROM done ORDER BY id LIMIT 1000) AS ids
+FROM done;
+
+-- name: test_delivery_insert
+-- A test event ($1 type, $2 payload) for enabled endpoint $3 of scope tenant $4, and its one
+-- delivery, pending and due now. The event carries the endpoint's tenant and is marked fanned out,
+-- so fan-out never gives it to another endpoint. No row: the endpoint is gone or disabled.
+WITH ep AS (
+    SELECT id, tenant FROM hookd.endpoints
+    WHERE id = $3 AND enabled AND ($4::text IS NULL OR tenant = $4)
+), ev AS (
+    INSERT INTO hookd.events (event_type, tenant, payload, fanned_out_at)
+    SELECT $1, ep.tenant, $2::jsonb, now() FROM ep
+    RETURNING id
+)
+INSERT INTO hookd.deliveries (event_id, endpoint_id)
+SELECT ev.id, ep.id FROM ev, ep
+RETURNING id, event_id;
+
+-- name: attempt_first
+SELECT delivery_id, attempt, started_at, duration_s, status, error, response_body
+FROM hookd.attempts
+WHERE delivery_id = $1
+ORDER BY attempt, started_at
+LIMIT 1;
+
+-- name: notify_due
+-- Wake running daemons for deliveries made due now (hookd/listener.py: the "due" payload).
+SELECT pg_notify('hookd_wake', 'due');
