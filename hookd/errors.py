@@ -35,3 +35,7 @@ class StoreUnavailable(DatabaseUnavailable):
     standby after a failover); the driver's error is kept on `__cause__`. Any other database error is
     a bug in a query and propagates unchanged.
     """
+
+
+class InvalidCapture(HookdError):
+    """The capture definition is invalid (`hookd capture`)."""

@@ -170,7 +170,8 @@ $$;
 
 -- The DDL that captures changes of `table_name` (a SQL name, e.g. public.orders or "Order Items"):
 -- a trigger function in schema hookd, one statement-level AFTER trigger per event with its
--- transition tables, and the row in hookd.captures. `hookd capture add` runs it; `hookd capture
+-- transition tables, a view of the captured columns (so they cannot be dropped from under the
+-- function), and the row in hookd.captures. `hookd capture add` runs it; `hookd capture
 -- sql` prints it. NULL arguments take the defaults (README, "Capturing table changes").
 -- Errors (SQLSTATE 22023) name the argument to change.
 CREATE FUNCTION hookd.capture_ddl(
@@ -287,7 +288,7 @@ BEGIN
     END IF;
 
     -- A stable name (the same DDL in every environment), readable, unique per table.
-    fname := 'capture_' || left(regexp_replace(relname, '[^A-Za-z0-9_]+', '_', 'g'), 40) || '_'
+    fname := 'capture_' || left(regexp_replace(lower(relname), '[^a-z0-9_]+', '_', 'g'), 40) || '_'
              || left(md5(qname), 8);
     SELECT c.function_name INTO old_fname FROM hookd.captures c WHERE c.relid = rel;
 
@@ -388,9 +389,21 @@ BEGIN
 
     ddl := format('-- hookd capture of %s (apply in one transaction)', qname) || E'\n';
     IF old_fname IS NOT NULL AND old_fname <> fname THEN
-        ddl := ddl || format('DROP FUNCTION IF EXISTS hookd.%I();', old_fname) || E'\n';
+        ddl := ddl || format('DROP VIEW IF EXISTS hookd.%I;', old_fname) || E'\n'
+                   || format('DROP FUNCTION IF EXISTS hookd.%I();', old_fname) || E'\n';
     END IF;
+    -- A view of the columns the function names, so that dropping one of them (or the table)
+    -- fails at once with a clear error instead of every later write to the table.
     ddl := ddl
+        || format('DROP VIEW IF EXISTS hookd.%I;', fname) || E'\n'
+        || format('CREATE VIEW hookd.%I AS SELECT %s FROM %s WHERE false;', fname,
+                  (SELECT string_agg(quote_ident(c), ', ')
+                   FROM unnest(cols || CASE WHEN tenant_column = ANY (cols) THEN NULL ELSE tenant_column END) c
+                   WHERE c IS NOT NULL),
+                  qname) || E'\n'
+        || format('COMMENT ON VIEW hookd.%I IS %L;', fname,
+                  'Columns captured by hookd from ' || qname || ': keeps them from being dropped'
+                  || ' while the capture trigger names them (hookd capture remove drops it).') || E'\n'
         || format('CREATE OR REPLACE FUNCTION hookd.%I() RETURNS trigger', fname) || E'\n'
         || 'LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS ' || tag
         || body || tag || ';' || E'\n';
@@ -434,6 +447,7 @@ LANGUAGE plpgsql STABLE AS $fn$
 DECLARE
     rel regclass;
     cap hookd.captures;
+    qname text;
     ddl text;
 BEGIN
     BEGIN
@@ -454,17 +468,22 @@ BEGIN
         RAISE EXCEPTION 'capture: table: % is not captured (see hookd capture list)', table_name
             USING ERRCODE = '22023';
     END IF;
-    ddl := format('-- stop the hookd capture of %s (apply in one transaction)', cap.table_name) || E'\n';
-    IF EXISTS (SELECT 1 FROM pg_class WHERE oid = cap.relid) THEN
+    SELECT format('%I.%I', n.nspname, c.relname) INTO qname
+    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = cap.relid;
+    ddl := format('-- stop the hookd capture of %s (apply in one transaction)',
+                  coalesce(qname, cap.table_name)) || E'\n';
+    IF qname IS NOT NULL THEN
         ddl := ddl
-            || format('DROP TRIGGER IF EXISTS hookd_capture_insert ON %s;', cap.relid) || E'\n'
-            || format('DROP TRIGGER IF EXISTS hookd_capture_update ON %s;', cap.relid) || E'\n'
-            || format('DROP TRIGGER IF EXISTS hookd_capture_delete ON %s;', cap.relid) || E'\n';
+            || format('DROP TRIGGER IF EXISTS hookd_capture_insert ON %s;', qname) || E'\n'
+            || format('DROP TRIGGER IF EXISTS hookd_capture_update ON %s;', qname) || E'\n'
+            || format('DROP TRIGGER IF EXISTS hookd_capture_delete ON %s;', qname) || E'\n';
     END IF;
     ddl := ddl
+        || format('DROP VIEW IF EXISTS hookd.%I;', cap.function_name) || E'\n'
         || format('DROP FUNCTION IF EXISTS hookd.%I();', cap.function_name) || E'\n'
-        || CASE WHEN EXISTS (SELECT 1 FROM pg_class WHERE oid = cap.relid)
-                THEN format('DELETE FROM hookd.captures WHERE relid = %L::regclass;', cap.relid::text)
+        || CASE WHEN qname IS NOT NULL
+                THEN format('DELETE FROM hookd.captures WHERE relid = %L::regclass;', qname)
+                -- A dropped table: only its oid is left.
                 ELSE format('DELETE FROM hookd.captures WHERE relid::oid = %s;', cap.relid::oid) END
         || E'\n';
     RETURN ddl;

@@ -533,3 +533,31 @@ LIMIT 1;
 -- name: notify_due
 -- Wake running daemons for deliveries made due now (hookd/listener.py: the "due" payload).
 SELECT pg_notify('hookd_wake', 'due');
+
+-- Capture (hookd capture ...): the DDL is built by hookd.capture_ddl / hookd.capture_drop_ddl
+-- (hookd/sql/010_capture_ordering.sql), inside PostgreSQL, which quotes every identifier.
+
+-- name: capture_ddl
+SELECT hookd.capture_ddl(table_name => $1, events => $2, columns => $3, type_prefix => $4,
+                         status_column => $5, tenant_column => $6, key_column => $7);
+
+-- name: capture_drop_ddl
+SELECT hookd.capture_drop_ddl($1);
+
+-- name: captures_list
+-- Every captured table (or only table $1), with its current name (the recorded one if it was
+-- dropped since) and the captured columns it no longer has (capture add must run again).
+SELECT CASE WHEN cl.oid IS NULL THEN c.table_name ELSE format('%I.%I', n.nspname, cl.relname) END
+           AS table_name,
+       cl.oid IS NOT NULL AS table_exists, c.events, c.columns, c.type_prefix, c.key_column,
+       c.status_column, c.tenant_column, c.function_name, c.created_at,
+       ARRAY(SELECT col FROM unnest(c.columns || c.tenant_column) AS col
+             WHERE col IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM pg_attribute a
+                 WHERE a.attrelid = c.relid AND a.attname = col AND a.attnum > 0
+                   AND NOT a.attisdropped)) AS missing_columns
+FROM hookd.captures c
+LEFT JOIN pg_class cl ON cl.oid = c.relid
+LEFT JOIN pg_namespace n ON n.oid = cl.relnamespace
+WHERE $1::text IS NULL OR c.relid = to_regclass($1)
+ORDER BY 1;
