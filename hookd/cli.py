@@ -1,32 +1,63 @@
-"""The `hookd` command line: migrate, endpoint, run, deliveries, retry, status, capture, demo.
+"""The `hookd` command line: migrate, endpoint, run, deliveries, attempts, retry, resend, replay,
+status, capture, demo. Endpoint, delivery and action commands go through the operating service
+(hookd/service.py) as an operator (`Scope()`), the same code the HTTP API runs.
 
-User mistakes (bad configuration, unreachable database, invalid input) end with one line on stderr
-starting with "hookd: error:" and exit status 2; never a traceback.
+User mistakes (bad configuration, unreachable database, invalid input, no such object, a state
+that forbids the action) end with one line on stderr starting with "hookd: error:" and exit
+status 2; never a traceback. A command whose selection matches nothing says so on stderr
+("hookd: no failed deliveries match ...") and exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import re
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from hookd import __version__, config, logs, migrate
 from hookd.auth import validate_credentials
-from hookd.endpoints import parse_event_types, validate_settings, validate_url
+from hookd.endpoints import SETTING_TYPES, validate_settings
 from hookd.errors import ConfigError, HookdError
+from hookd.models import (
+    AttemptLogEntry,
+    DeliveryRecord,
+    DeliveryState,
+    Endpoint,
+    WindowStats,
+)
 from hookd.secretbox import generate_key
-from hookd.signing import InvalidSecret, decode_secret, generate_secret, public_key
+from hookd.service import (
+    MAX_PAGE_SIZE,
+    MAX_TEST_WAIT_S,
+    EndpointChanges,
+    NewEndpoint,
+    NotFound,
+    PageRequest,
+    Scope,
+    Selection,
+    Service,
+    check_url,
+)
+from hookd.signing import InvalidSecret, decode_secret, public_key
 from hookd.store import Capture, Store
 
 EXIT_USAGE = 2
+EXIT_NOTHING = 1
+"""Exit status of a command whose selection matched nothing (or whose test did not get a 2xx)."""
+
+OPERATOR = Scope()
+
+NO_KEY_WARNING = (
+    "hookd: warning: signing secret stored unencrypted: set security.secret_key_file or "
+    "HOOKD_SECRET_KEY (create a key with `hookd keygen`)"
+)
 
 
 def _dsn(args: argparse.Namespace) -> str:
@@ -58,6 +89,48 @@ def _cfg(args: argparse.Namespace) -> config.Config:
     return config.load(getattr(args, "config", None), _dsn(args))
 
 
+async def _with_service(
+    args: argparse.Namespace, fn: Callable[[Service, config.Config], Awaitable[int]]
+) -> int:
+    """Run `fn` with an operator's Service over a store opened from the command's settings."""
+    cfg = _cfg(args)
+
+    async def go(store: Store) -> int:
+        service = Service(store, allow_http=cfg.security.allow_http, policy=cfg.security.policy())
+        return await fn(service, cfg)
+
+    return await _with_store(args, go)
+
+
+def _nothing(message: str) -> int:
+    """Report a selection that matched nothing: one line on stderr, exit status 1."""
+    print(f"hookd: {message}", file=sys.stderr)
+    return EXIT_NOTHING
+
+
+def _time(value: datetime | None) -> str:
+    """A time for tables: UTC to the second, or "-"."""
+    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(type(value).__name__)
+
+
+def _print_json(value: Any) -> None:
+    """JSON on stdout: dataclasses as objects, times as RFC 3339 strings."""
+    print(orjson.dumps(value, default=_json_default).decode())
+
+
+def _one_line(text: str | None, width: int) -> str:
+    if not text:
+        return "-"
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
 def _mask(secret: str) -> str:
     """Only the kind of a secret, never any of its characters."""
     return secret.split("_", 1)[0] + "_…" if "_" in secret else "…"
@@ -78,12 +151,47 @@ def parse_duration(text: str, flag: str) -> float:
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
-    applied = await migrate.apply_to(_dsn(args), connect_timeout_s=10.0)
+    if args.print_grants:
+        print(migrate.grants_sql(args.app_role, args.daemon_role), end="")
+        return 0
+    applied = await migrate.apply_to(
+        _dsn(args), connect_timeout_s=10.0, app_role=args.app_role, daemon_role=args.daemon_role
+    )
     if applied:
         print(f"applied migrations {', '.join(map(str, applied))}; schema at version {applied[-1]}")
     else:
         print(f"schema already at version {migrate.latest_version()}; nothing to do")
+    if args.app_role:
+        print(f"granted {args.app_role}: USAGE on schema hookd, EXECUTE on hookd.publish")
+    if args.daemon_role:
+        print(
+            f"granted {args.daemon_role}: USAGE on schema hookd; SELECT, INSERT, UPDATE, DELETE on"
+            " its tables; USAGE on its sequences; EXECUTE on its functions"
+        )
     return 0
+
+
+_SETTING_FLAGS = {
+    "connect_timeout": "connect_timeout_s",
+    "timeout": "total_timeout_s",
+    "max_concurrency": "max_concurrency",
+    "max_attempts": "retry_max_attempts",
+    "max_age": "retry_max_age_s",
+    "retry_schedule": "retry_schedule_s",
+}
+
+
+def _unset_keys(args: argparse.Namespace) -> list[str]:
+    """Setting keys named by --unset: a key (total_timeout_s) or its flag (timeout, --timeout)."""
+    keys = []
+    for name in getattr(args, "unset", None) or []:
+        flag = name.removeprefix("--").replace("-", "_")
+        key = _SETTING_FLAGS.get(flag, flag)
+        if key not in SETTING_TYPES:
+            known = ", ".join([*SETTING_TYPES, *(f.replace("_", "-") for f in _SETTING_FLAGS)])
+            raise HookdError(f"--unset: unknown setting {name!r} (known: {known})")
+        keys.append(key)
+    return keys
 
 
 def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -108,21 +216,44 @@ def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return validate_settings(raw)
 
 
+def _event_types_arg(spec: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in spec.split(",") if p.strip())
+
+
+def _metadata_pairs(items: Sequence[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise HookdError(f"--metadata: give KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
 async def cmd_endpoint_add(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
-    url = validate_url(args.url, allow_http=cfg.security.allow_http)
-    types = parse_event_types(args.event_types)
+    # The form of the URL and the settings are checked before the database is reached; the
+    # service checks everything again, with the SSRF guard's look at the destination.
+    check_url(args.url, allow_http=cfg.security.allow_http)
     settings = _settings_from_args(args)
-    secret = args.secret or generate_secret(args.kind)
-    try:
-        decode_secret(secret)
-    except InvalidSecret as exc:
-        raise HookdError(f"--secret: {exc}") from None
-    if args.tenant is not None and not 1 <= len(args.tenant) <= 200:
-        raise HookdError("--tenant: must be 1-200 characters")
+    if args.secret is not None:
+        try:
+            decode_secret(args.secret)
+        except InvalidSecret as exc:
+            raise HookdError(f"--secret: {exc}") from None
+    new = NewEndpoint(
+        url=args.url,
+        event_types=_event_types_arg(args.event_types),
+        tenant=args.tenant,
+        description=args.description,
+        metadata=_metadata_pairs(args.metadata),
+        settings=settings,
+        secret=args.secret,
+        kind=args.kind,
+    )
 
-    async def go(store: Store) -> int:
-        ep = await store.add_endpoint(url, secret, types, args.tenant, settings)
+    async def go(service: Service, cfg: config.Config) -> int:
+        ep, secret = await service.create_endpoint(OPERATOR, new)
         pub = public_key(secret)
         if args.json:
             print(orjson.dumps({"id": ep.id, "secret": secret, "public_key": pub}).decode())
@@ -131,14 +262,28 @@ async def cmd_endpoint_add(args: argparse.Namespace) -> int:
             print(f"secret {secret}")
             if pub:
                 print(f"public_key {pub}")
+        if not service.store.box.encrypting:
+            print(NO_KEY_WARNING, file=sys.stderr)
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
+
+
+async def _all_endpoints(service: Service) -> list[Endpoint]:
+    """Every endpoint, by id (all pages)."""
+    found: list[Endpoint] = []
+    page = PageRequest(limit=MAX_PAGE_SIZE)
+    while True:
+        got = await service.list_endpoints(OPERATOR, page)
+        found += got.items
+        if got.next_before_id is None:
+            return sorted(found, key=lambda e: e.id)
+        page = PageRequest(limit=MAX_PAGE_SIZE, before_id=got.next_before_id)
 
 
 async def cmd_endpoint_list(args: argparse.Namespace) -> int:
-    async def go(store: Store) -> int:
-        eps = await store.endpoints()
+    async def go(service: Service, cfg: config.Config) -> int:
+        eps = await _all_endpoints(service)
         if args.json:
             rows = [
                 {
@@ -148,6 +293,7 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
                     "event_types": list(e.event_types),
                     "enabled": e.enabled,
                     "disabled_reason": e.disabled_reason,
+                    "description": e.description,
                     "secret": _mask(e.secret),
                 }
                 for e in eps
@@ -162,7 +308,170 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
             )
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
+
+
+_EFFECTIVE: dict[str, Callable[[config.Config], Any]] = {
+    "connect_timeout_s": lambda c: c.http.connect_timeout_s,
+    "total_timeout_s": lambda c: c.http.total_timeout_s,
+    "max_concurrency": lambda c: c.http.per_endpoint_limit,
+    "retry_schedule_s": lambda c: list(c.retry.schedule_s),
+    "retry_max_attempts": lambda c: c.retry.max_attempts,
+    "retry_max_age_s": lambda c: c.retry.max_age_s,
+    "retry_jitter": lambda c: c.retry.jitter,
+}
+"""Where each per-endpoint override's configured default comes from."""
+
+
+def _auth_kinds(ep: Endpoint) -> list[str]:
+    """How hookd authenticates to the endpoint, by kind only (never a credential)."""
+    creds = ep.credentials or {}
+    kinds = [k for k in ("basic", "bearer", "oauth2") if k in creds]
+    if "headers" in creds:
+        kinds.append("headers (" + ", ".join(sorted(creds["headers"])) + ")")
+    tls = creds.get("tls") or {}
+    if "client_cert" in tls:
+        kinds.append("mTLS client certificate")
+    if "ca_bundle" in tls:
+        kinds.append("custom CA bundle")
+    return kinds
+
+
+async def cmd_endpoint_show(args: argparse.Namespace) -> int:
+    async def go(service: Service, cfg: config.Config) -> int:
+        ep = await service.get_endpoint(OPERATOR, args.id)
+        stats = await service.endpoint_stats(OPERATOR, args.id)
+        now = datetime.now(UTC)
+        breaker = (
+            f"open until {_time(ep.breaker_open_until)}"
+            if ep.breaker_open_until is not None and ep.breaker_open_until > now
+            else "closed"
+        )
+        effective = {k: ep.settings.get(k, f(cfg)) for k, f in _EFFECTIVE.items()}
+        data = {
+            "id": ep.id,
+            "url": ep.url,
+            "tenant": ep.tenant,
+            "event_types": list(ep.event_types),
+            "enabled": ep.enabled,
+            "disabled_reason": ep.disabled_reason,
+            "description": ep.description,
+            "metadata": dict(ep.metadata or {}),
+            "secret": _mask(ep.secret),
+            "signature": "ed25519 (v1a)" if ep.secret.startswith("whsk_") else "hmac (v1)",
+            "previous_secret_until": ep.previous_secret_until,
+            "overrides": dict(ep.settings),
+            "settings": effective,
+            "authentication": _auth_kinds(ep),
+            "breaker": breaker,
+            "breaker_open_until": ep.breaker_open_until,
+            "created_at": ep.created_at,
+            "updated_at": ep.updated_at,
+            "stats": stats,
+        }
+        if args.json:
+            _print_json(data)
+            return 0
+        state = "enabled" if ep.enabled else f"disabled ({ep.disabled_reason or 'no reason'})"
+        rows = [
+            ("url", ep.url),
+            ("state", state),
+            ("tenant", ep.tenant or "-"),
+            ("event types", ", ".join(ep.event_types)),
+            ("description", ep.description or "-"),
+            ("secret", f"{_mask(ep.secret)} {data['signature']}"),
+        ]
+        if ep.previous_secret_until is not None and ep.previous_secret_until > now:
+            rows.append(("previous secret", f"also signs until {_time(ep.previous_secret_until)}"))
+        rows += [
+            ("authentication", ", ".join(_auth_kinds(ep)) or "none"),
+            ("breaker", breaker),
+            ("created", _time(ep.created_at)),
+            ("updated", _time(ep.updated_at)),
+        ]
+        print(f"endpoint {ep.id}")
+        for name, value in rows:
+            print(f"  {name:16} {value}")
+        if ep.metadata:
+            print("metadata")
+            for key, value in sorted(ep.metadata.items()):
+                print(f"  {key:16} {value}")
+        print("settings (* = override of the configuration)")
+        for key, value in effective.items():
+            mark = "*" if key in ep.settings else " "
+            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, list) else value
+            print(f" {mark}{key:19} {shown}")
+        print("attempts         last hour  last day")
+        for label, hour, day in zip(
+            ("attempts", "2xx", "success rate", "p50 duration", "p99 duration"),
+            _window_cells(stats.last_hour),
+            _window_cells(stats.last_day),
+            strict=True,
+        ):
+            print(f"  {label:14} {hour:>10}  {day:>8}")
+        last = "-"
+        if stats.last_attempt_at is not None:
+            outcome = f"HTTP {stats.last_status}" if stats.last_status else stats.last_error
+            last = f"{outcome} at {_time(stats.last_attempt_at)}"
+        print(f"  {'last attempt':14} {last}")
+        return 0
+
+    return await _with_service(args, go)
+
+
+def _window_cells(w: WindowStats) -> tuple[str, ...]:
+    rate = "-" if w.success_rate is None else f"{w.success_rate:.1%}"
+    return (str(w.attempts), str(w.succeeded), rate, _ms(w.p50_duration_s), _ms(w.p99_duration_s))
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+async def cmd_endpoint_update(args: argparse.Namespace) -> int:
+    cfg = _cfg(args)
+    if args.url is not None:
+        check_url(args.url, allow_http=cfg.security.allow_http)
+    settings: dict[str, Any] = dict(_settings_from_args(args))
+    for key in _unset_keys(args):
+        settings[key] = None
+    pairs = _metadata_pairs(args.metadata)
+
+    async def go(service: Service, cfg: config.Config) -> int:
+        given: dict[str, Any] = {}
+        if args.url is not None:
+            given["url"] = args.url
+        if args.event_types is not None:
+            given["event_types"] = _event_types_arg(args.event_types)
+        if args.no_tenant:
+            given["tenant"] = None
+        elif args.tenant is not None:
+            given["tenant"] = args.tenant
+        if args.description is not None:
+            given["description"] = args.description or None
+        if pairs or args.clear_metadata:
+            base = (
+                {}
+                if args.clear_metadata
+                else dict((await _endpoint(service, args.id)).metadata or {})
+            )
+            given["metadata"] = {**base, **pairs}
+        if settings:
+            given["settings"] = settings
+        if not given:
+            raise HookdError(
+                "give at least one change (--url, --event-types, --tenant, --no-tenant,"
+                " --description, --metadata, --clear-metadata, an override flag or --unset)"
+            )
+        await service.update_endpoint(OPERATOR, args.id, EndpointChanges(**given))
+        print(f"endpoint {args.id} updated: {', '.join(given)}")
+        return 0
+
+    return await _with_service(args, go)
+
+
+async def _endpoint(service: Service, endpoint_id: int) -> Endpoint:
+    return await service.get_endpoint(OPERATOR, endpoint_id)
 
 
 def _set_enabled(enabled: bool) -> Callable[[argparse.Namespace], Awaitable[int]]:
@@ -184,49 +493,55 @@ def _set_enabled(enabled: bool) -> Callable[[argparse.Namespace], Awaitable[int]
 
 
 async def cmd_endpoint_delete(args: argparse.Namespace) -> int:
-    async def go(store: Store) -> int:
-        if not await store.delete_endpoint(args.id):
-            raise HookdError(f"no endpoint with id {args.id}")
+    async def go(service: Service, cfg: config.Config) -> int:
+        await service.delete_endpoint(OPERATOR, args.id)
         print(f"endpoint {args.id} deleted; its open deliveries are settled as failed")
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
 
 
 async def cmd_endpoint_settings(args: argparse.Namespace) -> int:
-    settings = _settings_from_args(args)
+    settings: dict[str, Any] = dict(_settings_from_args(args))
+    for key in _unset_keys(args):
+        settings[key] = None
 
-    async def go(store: Store) -> int:
-        if not await store.set_endpoint_settings(args.id, settings):
-            raise HookdError(f"no endpoint with id {args.id}")
-        print(f"endpoint {args.id} settings: {orjson.dumps(settings).decode()}")
+    async def go(service: Service, cfg: config.Config) -> int:
+        if args.clear:
+            ep = await service.update_endpoint(OPERATOR, args.id, EndpointChanges(settings=None))
+        elif settings:
+            ep = await service.update_endpoint(
+                OPERATOR, args.id, EndpointChanges(settings=settings)
+            )
+        else:
+            ep = await _endpoint(service, args.id)
+        overrides = ", ".join(
+            f"{k}={','.join(f'{x:g}' for x in v) if isinstance(v, list) else v}"
+            for k, v in ep.settings.items()
+        )
+        print(f"endpoint {args.id} overrides: {overrides or 'none (the configuration applies)'}")
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
 
 
 async def cmd_endpoint_rotate(args: argparse.Namespace) -> int:
     grace_s = parse_duration(args.grace, "--grace")
-    secret = args.secret
-
-    async def go(store: Store) -> int:
-        current = next((e for e in await store.endpoints() if e.id == args.id), None)
-        if current is None:
-            raise HookdError(f"no endpoint with id {args.id}")
-        kind = "ed25519" if current.secret.startswith("whsk_") else "hmac"
-        new = secret or generate_secret(kind)
+    if args.secret is not None:
         try:
-            decode_secret(new)
+            decode_secret(args.secret)
         except InvalidSecret as exc:
             raise HookdError(f"--secret: {exc}") from None
-        await store.rotate_secret(args.id, new, grace_s)
-        print(f"endpoint {args.id}: new secret {new}")
-        if public_key(new):
-            print(f"public_key {public_key(new)}")
+
+    async def go(service: Service, cfg: config.Config) -> int:
+        view = await service.rotate_secret(OPERATOR, args.id, grace_s, args.secret)
+        print(f"endpoint {args.id}: new secret {view.secret}")
+        if view.public_key:
+            print(f"public_key {view.public_key}")
         print(f"the previous secret also signs for {grace_s:.0f} s")
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
 
 
 def _credentials_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -281,27 +596,51 @@ def _credentials_from_args(args: argparse.Namespace) -> dict[str, Any] | None:
 async def cmd_endpoint_auth(args: argparse.Namespace) -> int:
     creds = _credentials_from_args(args)
 
-    async def go(store: Store) -> int:
-        if not await store.set_credentials(args.id, creds):
-            raise HookdError(f"no endpoint with id {args.id}")
+    async def go(service: Service, cfg: config.Config) -> int:
+        await service.update_endpoint(OPERATOR, args.id, EndpointChanges(credentials=creds))
         what = ", ".join(sorted(creds)) if creds else "none"
         print(f"endpoint {args.id}: authentication set ({what})")
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
 
 
 async def cmd_endpoint_set_url(args: argparse.Namespace) -> int:
     cfg = _cfg(args)
-    url = validate_url(args.url, allow_http=cfg.security.allow_http)
+    url = check_url(args.url, allow_http=cfg.security.allow_http)
 
-    async def go(store: Store) -> int:
-        if not await store.set_url(args.id, url):
-            raise HookdError(f"no endpoint with id {args.id}")
+    async def go(service: Service, cfg: config.Config) -> int:
+        await service.update_endpoint(OPERATOR, args.id, EndpointChanges(url=url))
         print(f"endpoint {args.id}: url {url}")
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
+
+
+async def cmd_endpoint_test(args: argparse.Namespace) -> int:
+    if not 0 <= args.wait <= MAX_TEST_WAIT_S:
+        raise HookdError(f"--wait: give 0 to {MAX_TEST_WAIT_S:.0f} seconds")
+
+    async def go(service: Service, cfg: config.Config) -> int:
+        result = await service.send_test(OPERATOR, args.id, args.wait)
+        d = result.delivery
+        print(
+            f"test event {d.event_id} ({result.webhook_id}) sent to endpoint {args.id} as delivery {d.id}"
+        )
+        a = result.attempt
+        if a is None:
+            print(
+                f"no attempt finished within {args.wait:g} s (is a daemon running?); the delivery"
+                f" stays {d.state.value}: see `hookd attempts {d.id}`"
+            )
+            return EXIT_NOTHING
+        outcome = f"HTTP {a.status}" if a.status is not None else f"no answer: {a.error}"
+        print(f"attempt {a.attempt}: {outcome} in {a.duration_s * 1000:.0f} ms")
+        if a.response_body:
+            print(f"response: {_one_line(a.response_body, 200)}")
+        return 0 if a.status is not None and 200 <= a.status < 300 else EXIT_NOTHING
+
+    return await _with_service(args, go)
 
 
 async def cmd_keygen(args: argparse.Namespace) -> int:
@@ -325,24 +664,84 @@ async def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def cmd_deliveries(args: argparse.Namespace) -> int:
-    async def go(store: Store) -> int:
-        rows = await store.deliveries(args.state, args.endpoint, args.limit)
-        if args.json:
-            print(orjson.dumps([dataclasses.asdict(r) for r in rows]).decode())
-            return 0
+def _print_deliveries(rows: Sequence[DeliveryRecord]) -> None:
+    print(
+        f"{'id':>8}  {'event':>8}  {'endpoint':>8}  {'state':9}  {'attempts':>8}  {'last':>5}  "
+        f"{'created':20}  {'next / finished':20}  type / last error"
+    )
+    for r in rows:
+        when = r.finished_at if r.state in (DeliveryState.DELIVERED, DeliveryState.FAILED) else None
+        if r.state is DeliveryState.PENDING:
+            when = r.next_attempt_at
+        note = f"leased until {_time(r.leased_until)}" if r.leased_until else _time(when)
         print(
-            f"{'id':>8}  {'event':>8}  {'endpoint':>8}  {'state':9}  {'attempts':>8}  {'last':>5}  type / last error"
+            f"{r.id:>8}  {r.event_id:>8}  {r.endpoint_id:>8}  {r.state.value:9}  "
+            f"{r.attempts:>8}  {r.last_status or '-':>5}  {_time(r.created_at):20}  {note:20}  "
+            f"{r.event_type}" + (f" / {_one_line(r.last_error, 80)}" if r.last_error else "")
         )
-        for r in rows:
-            print(
-                f"{r.id:>8}  {r.event_id:>8}  {r.endpoint_id:>8}  {r.state:9}  "
-                f"{r.attempts:>8}  {r.last_status or '-':>5}  {r.event_type}"
-                + (f" / {r.last_error}" if r.last_error else "")
+
+
+async def cmd_deliveries(args: argparse.Namespace) -> int:
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    if not 1 <= args.limit <= MAX_PAGE_SIZE:
+        raise HookdError(f"--limit: give 1 to {MAX_PAGE_SIZE}")
+
+    async def go(service: Service, cfg: config.Config) -> int:
+        if args.id is not None:
+            rows = [await service.get_delivery(OPERATOR, args.id)]
+        else:
+            page = await service.list_deliveries(
+                OPERATOR,
+                PageRequest(limit=args.limit, before_id=args.before),
+                endpoint_id=args.endpoint,
+                event_id=args.event,
+                state=DeliveryState(args.state) if args.state else None,
+                since=since,
+                until=until,
             )
+            rows = page.items
+        if args.json:
+            _print_json(rows)
+        elif rows:
+            _print_deliveries(rows)
+        if not rows:
+            return _nothing(f"no deliveries match{_described(args) or ''}")
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
+
+
+def _described(args: argparse.Namespace) -> str:
+    """The selection flags a command was given, for "nothing matches" messages."""
+    parts = []
+    for flag in ("id", "endpoint", "event", "event_type", "state", "since", "until"):
+        value = getattr(args, flag, None)
+        if value is None or value == [] or value is False:
+            continue
+        name = "--" + flag.replace("_", "-")
+        values = value if isinstance(value, list) else [value]
+        parts += [f"{name} {v}" for v in values]
+    return (" " + " ".join(parts)) if parts else ""
+
+
+async def cmd_attempts(args: argparse.Namespace) -> int:
+    async def go(service: Service, cfg: config.Config) -> int:
+        rows: list[AttemptLogEntry] = await service.attempts(OPERATOR, args.delivery_id)
+        if args.json:
+            _print_json(rows)
+        else:
+            print(f"{'attempt':>7}  {'started':20}  {'ms':>7}  {'status':>6}  {'error':32}  body")
+            for a in rows:
+                print(
+                    f"{a.attempt:>7}  {_time(a.started_at):20}  {a.duration_s * 1000:>7.0f}  "
+                    f"{a.status or '-':>6}  {_one_line(a.error, 32):32}  "
+                    f"{_one_line(a.response_body, 60)}"
+                )
+        if not rows:
+            return _nothing(f"delivery {args.delivery_id} has no attempts yet")
+        return 0
+
+    return await _with_service(args, go)
 
 
 def _when(value: str | None, flag: str) -> datetime | None:
@@ -357,25 +756,97 @@ def _when(value: str | None, flag: str) -> datetime | None:
     return when
 
 
+def _paused_note(paused: int) -> str:
+    if not paused:
+        return ""
+    return f" ({paused} paused: their endpoint is disabled; they go out when it is enabled)"
+
+
 async def cmd_retry(args: argparse.Namespace) -> int:
     since, until = _when(args.since, "--since"), _when(args.until, "--until")
-    if not (args.id or args.endpoint or since or until or args.all):
+    if not (args.id or args.endpoint or since or until or args.event_type or args.all):
         raise HookdError(
-            "say which failed deliveries to retry: --id, --endpoint, --since/--until, or --all"
+            "say which failed deliveries to retry: --id, --endpoint, --event-type,"
+            " --since/--until, or --all"
         )
+    selection = Selection(
+        endpoint_id=args.endpoint,
+        ids=tuple(args.id) if args.id else None,
+        event_type=args.event_type,
+        since=since,
+        until=until,
+    )
 
-    async def go(store: Store) -> int:
-        ids = await store.retry_failed(args.id or None, args.endpoint, since, until)
-        print(f"{len(ids)} failed deliveries queued for another attempt")
+    async def go(service: Service, cfg: config.Config) -> int:
+        try:
+            done = await service.retry(OPERATOR, selection)
+        except NotFound as exc:
+            if args.id and str(exc).startswith("no delivery"):
+                return _nothing(f"no failed deliveries match{_described(args)} ({exc})")
+            raise
+        if done.count == 0:
+            return _nothing(f"no failed deliveries match{_described(args) or ' --all'}")
+        print(
+            f"{done.count} failed deliveries queued for another attempt{_paused_note(done.paused)}"
+        )
         return 0
 
-    return await _with_store(args, go)
+    return await _with_service(args, go)
+
+
+async def cmd_resend(args: argparse.Namespace) -> int:
+    async def go(service: Service, cfg: config.Config) -> int:
+        d = await service.resend(OPERATOR, args.delivery_id)
+        if d.state is DeliveryState.PAUSED:
+            print(
+                f"delivery {d.id} paused: endpoint {d.endpoint_id} is disabled; it goes out"
+                " when the endpoint is enabled (same webhook-id)"
+            )
+        else:
+            print(f"delivery {d.id} queued for another attempt (same webhook-id)")
+        return 0
+
+    return await _with_service(args, go)
+
+
+async def cmd_replay(args: argparse.Namespace) -> int:
+    since, until = _when(args.since, "--since"), _when(args.until, "--until")
+    states = tuple(DeliveryState(s) for s in (args.state or ["failed"]))
+    selection = Selection(
+        endpoint_id=args.endpoint,
+        event_type=args.event_type,
+        states=states,
+        since=since,
+        until=until,
+    )
+
+    async def go(service: Service, cfg: config.Config) -> int:
+        done = await service.replay(OPERATOR, selection, dry_run=args.dry_run)
+        which = " or ".join(s.value for s in states)
+        if done.count == 0:
+            return _nothing(f"no {which} deliveries match{_described(args)}")
+        if args.dry_run:
+            print(f"{done.count} {which} deliveries would be replayed (dry run: nothing changed)")
+        else:
+            print(f"{done.count} {which} deliveries replayed{_paused_note(done.paused)}")
+        return 0
+
+    return await _with_service(args, go)
 
 
 async def cmd_status(args: argparse.Namespace) -> int:
     async def go(store: Store) -> int:
         s = await store.status()
         eps = await store.endpoints()
+        failing = await store.failed_attempts_by_endpoint()
+        leased, expire_by = await store.leases()
+        now = datetime.now(UTC)
+        open_until = {
+            e.id: e.breaker_open_until
+            for e in eps
+            if e.breaker_open_until is not None and e.breaker_open_until > now
+        }
+        noted = [e for e in eps if not e.enabled or e.id in open_until or failing.get(e.id)]
         data = {
             "outbox_backlog": s.outbox_backlog,
             "pending": s.pending,
@@ -383,6 +854,8 @@ async def cmd_status(args: argparse.Namespace) -> int:
             "failed": s.failed,
             "oldest_pending_s": s.oldest_pending_s,
             "failed_attempts_last_hour": s.failed_attempts_last_hour,
+            "leased": leased,
+            "leases_expire_by": expire_by.isoformat() if expire_by else None,
             "disabled_endpoints": [
                 {"id": e.id, "reason": e.disabled_reason} for e in eps if not e.enabled
             ],
@@ -391,12 +864,55 @@ async def cmd_status(args: argparse.Namespace) -> int:
                 for e in eps
                 if e.breaker_open_until is not None
             ],
+            "endpoints": [
+                {
+                    "id": e.id,
+                    "url": e.url,
+                    "enabled": e.enabled,
+                    "disabled_reason": e.disabled_reason,
+                    "breaker_open_until": (
+                        open_until[e.id].isoformat() if e.id in open_until else None
+                    ),
+                    "failed_attempts_last_hour": failing.get(e.id, 0),
+                }
+                for e in noted
+            ],
         }
         if args.json:
             print(orjson.dumps(data).decode())
-        else:
-            for k, v in data.items():
-                print(f"{k}: {v}")
+            return 0
+        oldest = f" (oldest {s.oldest_pending_s:.0f} s)" if s.oldest_pending_s is not None else ""
+        lines = [
+            ("outbox backlog", f"{s.outbox_backlog} events waiting for fan-out"),
+            ("pending", f"{s.pending} deliveries{oldest}"),
+            ("paused", f"{s.paused} deliveries (their endpoint is disabled)"),
+            ("failed", f"{s.failed} deliveries (dead letter: `hookd retry`)"),
+            ("failed attempts", f"{s.failed_attempts_last_hour} in the last hour"),
+            (
+                "endpoints",
+                f"{len(eps)} ({s.disabled_endpoints} disabled, {len(open_until)} breaker open)",
+            ),
+        ]
+        for name, value in lines:
+            print(f"{name:16} {value}")
+        if noted:
+            print()
+            print(f"{'endpoint':>8}  {'state':44}  {'failed (1 h)':>12}  url")
+            for e in noted:
+                if not e.enabled:
+                    state = f"disabled: {e.disabled_reason or 'no reason given'}"
+                elif e.id in open_until:
+                    state = f"breaker open until {_time(open_until[e.id])}"
+                else:
+                    state = "failing"
+                print(f"{e.id:>8}  {_one_line(state, 44):44}  {failing.get(e.id, 0):>12}  {e.url}")
+        if leased:
+            print()
+            print(
+                f"{leased} deliveries are leased by a daemon; if it stopped without handing them"
+                " back (kill -9), they are attempted again when their lease expires, by"
+                f" {_time(expire_by)} at the latest (daemon.lease_s)"
+            )
         return 0
 
     return await _with_store(args, go)
@@ -557,6 +1073,30 @@ def _override_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-age", type=float, metavar="SECONDS", help="give up after this age")
 
 
+def _metadata_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--metadata",
+        action="append",
+        metavar="KEY=VALUE",
+        help="free-form metadata (repeatable; at most 50 keys)",
+    )
+
+
+def _unset_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--unset",
+        action="append",
+        metavar="KEY",
+        help="remove one override, back to the configuration (e.g. timeout or"
+        " retry_schedule_s; repeatable)",
+    )
+
+
+def _time_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--since", help="created at or after (ISO 8601 with zone)")
+    p.add_argument("--until", help="created before (ISO 8601 with zone)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hookd", description="Webhook delivery from a PostgreSQL outbox."
@@ -564,8 +1104,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"hookd {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("migrate", help="create or upgrade the hookd schema")
+    p = sub.add_parser("migrate", help="create or upgrade the hookd schema (and grant roles)")
     _db_args(p)
+    p.add_argument(
+        "--app-role",
+        metavar="ROLE",
+        help="grant ROLE the right to call hookd.publish, nothing more",
+    )
+    p.add_argument(
+        "--daemon-role", metavar="ROLE", help="grant ROLE what `hookd run` and the CLI need"
+    )
+    p.add_argument(
+        "--print-grants",
+        action="store_true",
+        help="print the GRANT statements for the roles instead of migrating (no database needed)",
+    )
     p.set_defaults(fn=cmd_migrate)
 
     ep = sub.add_parser("endpoint", help="manage endpoints").add_subparsers(
@@ -578,6 +1131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-types", default="*", help="comma-separated: names, 'prefix.*' or '*' (default)"
     )
     p.add_argument("--tenant")
+    p.add_argument("--description", help="free text for operators (at most 1,000 characters)")
+    _metadata_arg(p)
     p.add_argument("--secret", help="whsec_... or whsk_... (generated when not given)")
     p.add_argument(
         "--kind",
@@ -588,11 +1143,48 @@ def build_parser() -> argparse.ArgumentParser:
     _override_args(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_endpoint_add)
-    p = ep.add_parser("settings", help="replace an endpoint's overrides (none given: defaults)")
+    p = ep.add_parser(
+        "settings",
+        help="change an endpoint's overrides (merged: others stay); none given: show them",
+    )
     _db_args(p)
     p.add_argument("id", type=int)
     _override_args(p)
+    _unset_arg(p)
+    p.add_argument("--clear", action="store_true", help="remove every override")
     p.set_defaults(fn=cmd_endpoint_settings)
+    p = ep.add_parser("show", help="one endpoint: every field (secret masked), settings, health")
+    _db_args(p)
+    p.add_argument("id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_endpoint_show)
+    p = ep.add_parser("update", help="change only the given fields of an endpoint")
+    _db_args(p)
+    p.add_argument("id", type=int)
+    p.add_argument("--url")
+    p.add_argument("--event-types", help="comma-separated: names, 'prefix.*' or '*'")
+    tenant = p.add_mutually_exclusive_group()
+    tenant.add_argument("--tenant")
+    tenant.add_argument("--no-tenant", action="store_true", help="remove the tenant")
+    p.add_argument("--description", help="free text ('' removes it)")
+    _metadata_arg(p)
+    p.add_argument(
+        "--clear-metadata", action="store_true", help="remove all metadata (before --metadata)"
+    )
+    _override_args(p)
+    _unset_arg(p)
+    p.set_defaults(fn=cmd_endpoint_update)
+    p = ep.add_parser("test", help="send a signed hookd.ping to one endpoint and show its attempt")
+    _db_args(p)
+    p.add_argument("id", type=int)
+    p.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help=f"how long to wait for the attempt (default 10, at most {MAX_TEST_WAIT_S:.0f})",
+    )
+    p.set_defaults(fn=cmd_endpoint_test)
     p = ep.add_parser(
         "rotate-secret", help="new signing secret; the old one also signs for --grace"
     )
@@ -650,22 +1242,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dsn", help="overrides database.dsn and $HOOKD_DSN")
     p.set_defaults(fn=cmd_run)
 
-    p = sub.add_parser("deliveries", help="list recent deliveries")
+    p = sub.add_parser("deliveries", help="list recent deliveries, newest first")
     _db_args(p)
-    p.add_argument("--state", choices=["pending", "delivered", "failed", "paused"])
-    p.add_argument("--endpoint", type=int)
-    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--id", type=int, help="just this delivery")
+    p.add_argument("--event", type=int, metavar="ID", help="deliveries of this event")
+    p.add_argument("--state", choices=[s.value for s in DeliveryState])
+    p.add_argument("--endpoint", type=int, metavar="ID")
+    _time_args(p)
+    p.add_argument("--before", type=int, metavar="ID", help="only ids below this (next page)")
+    p.add_argument("--limit", type=int, default=50, help=f"at most this many (1-{MAX_PAGE_SIZE})")
     p.add_argument("--json", action="store_true")
     p.set_defaults(fn=cmd_deliveries)
+
+    p = sub.add_parser("attempts", help="the attempt log of one delivery")
+    _db_args(p)
+    p.add_argument("delivery_id", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(fn=cmd_attempts)
 
     p = sub.add_parser("retry", help="give failed (dead-lettered) deliveries another attempt")
     _db_args(p)
     p.add_argument("--id", type=int, action="append", help="delivery id (repeatable)")
     p.add_argument("--endpoint", type=int)
-    p.add_argument("--since", help="created at or after (ISO 8601 with zone)")
-    p.add_argument("--until", help="created before (ISO 8601 with zone)")
+    p.add_argument("--event-type", help="only deliveries of this event type")
+    _time_args(p)
     p.add_argument("--all", action="store_true", help="every failed delivery")
     p.set_defaults(fn=cmd_retry)
+
+    p = sub.add_parser(
+        "resend", help="another attempt for a delivered or failed delivery (same webhook-id)"
+    )
+    _db_args(p)
+    p.add_argument("delivery_id", type=int)
+    p.set_defaults(fn=cmd_resend)
+
+    p = sub.add_parser("replay", help="send one endpoint's delivered or failed deliveries again")
+    _db_args(p)
+    p.add_argument("--endpoint", type=int, required=True, metavar="ID")
+    p.add_argument("--event-type", help="only deliveries of this event type")
+    _time_args(p)
+    p.add_argument(
+        "--state",
+        action="append",
+        choices=["delivered", "failed"],
+        help="deliveries in this state (repeatable; default failed)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
+    p.set_defaults(fn=cmd_replay)
 
     p = sub.add_parser("status", help="backlog, pending and failed deliveries, disabled endpoints")
     _db_args(p)

@@ -182,6 +182,10 @@ class AdminConfig:
     """TCP port (0: any free port, logged at start)."""
     stats_interval_s: float = 5.0
     """How often backlog and pending figures are read from the database for metrics."""
+    max_endpoint_labels: int = 50
+    """Endpoints whose per-endpoint metrics carry their own `endpoint` label (the id), the first
+    attempted first; the rest share `endpoint="other"`. Bounds the series count (about ten per
+    endpoint); 0 puts every endpoint under "other"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -337,6 +341,10 @@ def validate(cfg: Config) -> Config:
     if not 0 <= cfg.api.port <= 65535:
         raise ConfigError(f"api.port: must be 0-65535, got {cfg.api.port}")
     _positive("admin.stats_interval_s", cfg.admin.stats_interval_s)
+    if cfg.admin.max_endpoint_labels < 0:
+        raise ConfigError(
+            f"admin.max_endpoint_labels: must be 0 or more, got {cfg.admin.max_endpoint_labels}"
+        )
     _positive("log.failed_attempts_per_s", cfg.log.failed_attempts_per_s)
     if cfg.log.level not in _LEVELS:
         raise ConfigError(

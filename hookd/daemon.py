@@ -20,7 +20,7 @@ from hookd import config, logs
 from hookd.admin import AdminServer
 from hookd.config import Config
 from hookd.dispatcher import Dispatcher
-from hookd.errors import ConfigError, StoreUnavailable
+from hookd.errors import ConfigError, HookdError, StoreUnavailable
 from hookd.hostpool import HostPools
 from hookd.listener import Listener
 from hookd.metrics import Metrics
@@ -159,7 +159,13 @@ class Daemon:
                 listener.on_reconnect_metric = self.metrics.listener_reconnects.inc
                 dispatcher.planner.set_awake = listener.set_awake
                 async with self._admin_server():
-                    await self._run_parts(store, writer, dispatcher, listener)
+                    try:
+                        await self._run_parts(store, writer, dispatcher, listener)
+                    except* HookdError as group:
+                        # A user's mistake met while running (e.g. grants revoked: the store's
+                        # PermissionDenied) ends the daemon with its one line, not the task
+                        # group's traceback. Other errors keep their group.
+                        raise group.exceptions[0] from None
                 await self._final_flush(writer)
         finally:
             await store.close()

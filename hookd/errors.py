@@ -37,5 +37,10 @@ class StoreUnavailable(DatabaseUnavailable):
     """
 
 
+class PermissionDenied(HookdError):
+    """The database role lacks a privilege hookd needs: as the schema owner, run `hookd migrate
+    --daemon-role ROLE` (SQLSTATE 42501, insufficient_privilege)."""
+
+
 class InvalidCapture(HookdError):
     """The capture definition is invalid (`hookd capture`)."""

@@ -326,6 +326,22 @@ def _setting_changes(value: object) -> tuple[dict[str, Any], list[str]]:
     return _settings({k: v for k, v in value.items() if v is not None}), unset
 
 
+def check_url(value: object, *, allow_http: bool) -> str:
+    """The form of an endpoint URL (hookd.endpoints.validate_url), without the SSRF guard's
+    look at its destination; what callers can check before they reach the database.
+
+    Raises InvalidInput("url", ...); a plain-http URL refused names `security.allow_http`.
+    """
+    url = _text("url", value, 4096)
+    try:
+        return validate_url(url, allow_http=allow_http)
+    except InvalidEndpoint as exc:
+        message = str(exc)
+        if not allow_http and urlsplit(url).scheme == "http":
+            message += " (set security.allow_http = true to allow plain http)"
+        raise InvalidInput("url", message) from None
+
+
 def _aware(field_name: str, value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise InvalidInput(field_name, "give a time zone (e.g. 2026-01-01T00:00:00Z)")
@@ -361,14 +377,7 @@ class Service:
         RESOLVE_TIMEOUT_S) and every address checked. A name that does not resolve now is
         accepted: the guard checks again at every delivery.
         """
-        url = _text("url", value, 4096)
-        try:
-            url = validate_url(url, allow_http=self.allow_http)
-        except InvalidEndpoint as exc:
-            message = str(exc)
-            if not self.allow_http and urlsplit(url).scheme == "http":
-                message += " (set security.allow_http = true to allow plain http)"
-            raise InvalidInput("url", message) from None
+        url = check_url(value, allow_http=self.allow_http)
         host = urlsplit(url).hostname
         if self.policy is None or not host:
             return url

@@ -44,12 +44,16 @@ LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     END
 $$;
 
--- A new optional last parameter: drop the old signature, or a call naming four arguments would
--- be ambiguous between the two.
+-- A new optional last parameter: drop the old signature, or a call with four arguments or fewer
+-- would be ambiguous between the two. Who may execute it (`hookd migrate --app-role`) is carried
+-- over to the new one below.
+CREATE TEMP TABLE hookd_publish_acl ON COMMIT DROP AS
+    SELECT proacl FROM pg_proc WHERE oid = 'hookd.publish(text, jsonb, text, text)'::regprocedure;
 DROP FUNCTION hookd.publish(text, jsonb, text, text);
 
 -- Publish one event inside the caller's transaction; returns the event id.
 -- Errors (SQLSTATE 22023 invalid_parameter_value) abort the caller's statement; nothing is stored.
+-- Runs with the rights of its owner and a fixed search_path, as since version 7.
 CREATE FUNCTION hookd.publish(
     event_type text,
     payload jsonb,
@@ -57,7 +61,7 @@ CREATE FUNCTION hookd.publish(
     idempotency_key text DEFAULT NULL,
     ordering_key text DEFAULT NULL
 ) RETURNS bigint
-LANGUAGE plpgsql AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 #variable_conflict use_column
 DECLARE
     new_id bigint;
@@ -99,6 +103,27 @@ BEGIN
         PERFORM pg_notify('hookd_wake', '');
     END IF;
     RETURN new_id;
+END
+$$;
+
+DO $$
+DECLARE
+    acl aclitem[] := (SELECT proacl FROM hookd_publish_acl);
+    grantee text;
+BEGIN
+    IF acl IS NULL THEN
+        RETURN;  -- the default: EXECUTE for PUBLIC, as the new function has
+    END IF;
+    FOR grantee IN
+        SELECT r.rolname FROM aclexplode(acl) a JOIN pg_roles r ON r.oid = a.grantee
+        WHERE a.privilege_type = 'EXECUTE' AND a.grantee <> a.grantor
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION hookd.publish(text, jsonb, text, text, text) TO %I',
+                       grantee);
+    END LOOP;
+    IF NOT EXISTS (SELECT 1 FROM aclexplode(acl) a WHERE a.grantee = 0) THEN
+        REVOKE EXECUTE ON FUNCTION hookd.publish(text, jsonb, text, text, text) FROM PUBLIC;
+    END IF;
 END
 $$;
 

@@ -534,6 +534,22 @@ LIMIT 1;
 -- Wake running daemons for deliveries made due now (hookd/listener.py: the "due" payload).
 SELECT pg_notify('hookd_wake', 'due');
 
+-- name: leases_held
+-- Pending deliveries leased by a daemon whose lease has not expired, and when the last one
+-- expires (after a kill -9 they wait until then). Reads deliveries_due_by_endpoint.
+SELECT count(*) AS leased, max(next_attempt_at) AS expire_by
+FROM hookd.deliveries
+WHERE state = 'pending' AND lease_owner IS NOT NULL AND next_attempt_at > now();
+
+-- name: failed_attempts_by_endpoint
+-- Failed attempts (no answer or not 2xx) of the last hour, per endpoint (attempts_started).
+SELECT d.endpoint_id, count(*) AS failed
+FROM hookd.attempts a
+JOIN hookd.deliveries d ON d.id = a.delivery_id
+WHERE a.started_at > now() - interval '1 hour'
+  AND (a.status IS NULL OR a.status NOT BETWEEN 200 AND 299)
+GROUP BY d.endpoint_id;
+
 -- Capture (hookd capture ...): the DDL is built by hookd.capture_ddl / hookd.capture_drop_ddl
 -- (hookd/sql/010_capture_ordering.sql), inside PostgreSQL, which quotes every identifier.
 

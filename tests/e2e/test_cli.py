@@ -133,9 +133,15 @@ async def test_endpoint_add_rejects_invalid_url(url: str, closed_port_dsn: str) 
         assert "pw" not in result.stderr, "the password is not echoed back"
 
 
-async def test_endpoint_add_list_disable_enable(dsn: str, db: asyncpg.Connection) -> None:
+async def test_endpoint_add_list_disable_enable(
+    dsn: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    # A loopback URL needs the SSRF guard opened for it (write_config allows 127.0.0.0/8).
+    cfg = str(write_config(tmp_path / "hookd.toml"))
     url = "https://127.0.0.1:9/hooks/orders"
-    added = await run_cli("endpoint", "add", "--dsn", dsn, "--url", url, "--event-types", "order.*")
+    added = await run_cli(
+        "endpoint", "add", "--dsn", dsn, "--config", cfg, "--url", url, "--event-types", "order.*"
+    )
     assert added.returncode == 0, added.describe()
     m = re.fullmatch(r"endpoint (\d+)\nsecret (whsec_\S+)\n", added.stdout)
     assert m, added.describe()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import subprocess
 import sys
 from typing import Any
@@ -98,13 +99,18 @@ async def test_status_reports_backlog_states_failures_and_endpoints(
 
     code, text, err = await _hookd("status", "--dsn", dsn)
     assert code == 0, err
-    assert "outbox_backlog: 3" in text and "pending: 2" in text, text
-    assert "paused: 2" in text and "failed: 2" in text, text
-    assert f"'id': {ids['off']}" in text or f"id {ids['off']}" in text, text
+    assert re.search(r"^outbox backlog\s+3 events", text, re.M), text
+    assert re.search(r"^pending\s+2 deliveries", text, re.M), text
+    assert re.search(r"^paused\s+2 deliveries", text, re.M), text
+    assert re.search(r"^failed\s+2 deliveries", text, re.M), text
+    # One line per endpoint that needs a look: disabled (with its reason), breaker open, failing.
+    assert re.search(rf"^\s*{ids['off']}\s+disabled: disabled by operator\s+2\s", text, re.M)
+    assert re.search(rf"^\s*{ids['flaky']}\s+breaker open until ", text, re.M), text
+    assert re.search(rf"^\s*{ids['dead']}\s+failing\s+2\s", text, re.M), text
 
     assert data["failed_attempts_last_hour"] == 6
     assert [e["id"] for e in data["open_breakers"]] == [ids["flaky"]], data["open_breakers"]
-    assert "failed_attempts_last_hour: 6" in text, text
+    assert re.search(r"^failed attempts\s+6 in the last hour", text, re.M), text
 
 
 async def test_status_without_a_database_is_one_line_and_exit_2() -> None:

@@ -73,7 +73,7 @@ async def test_insert_update_status_change_and_delete_reach_a_receiver(
     assert "order.created, order.updated, order.status_changed, order.deleted" in out.stdout
 
     async with Receiver() as rx:
-        ep, secret = await add_endpoint(dsn, rx.url_for("/orders"))
+        _, secret = await add_endpoint(dsn, rx.url_for("/orders"))
         rx.secrets["/orders"] = secret
         async with running_daemon(dsn):
             await db.execute("INSERT INTO orders (id, total, note) VALUES (1, 10, 'x')")
@@ -102,7 +102,9 @@ async def test_insert_update_status_change_and_delete_reach_a_receiver(
     assert {r.json["ordering_key"] for r in got} == {"order:1"}
 
 
-async def test_a_rolled_back_transaction_publishes_nothing(dsn: str, db: asyncpg.Connection) -> None:
+async def test_a_rolled_back_transaction_publishes_nothing(
+    dsn: str, db: asyncpg.Connection
+) -> None:
     await db.execute(ORDERS)
     await capture(dsn, "add", "--table", "orders")
     tx = db.transaction()
@@ -232,7 +234,7 @@ async def test_identifiers_that_need_quotes(dsn: str, db: asyncpg.Connection) ->
     )
     out = await capture(dsn, "add", "--table", '"Order Items"', "--status-column", "Status")
     assert "order_item.created" in out.stdout
-    await db.execute('INSERT INTO "Order Items" VALUES (7, \'open\', 1)')
+    await db.execute("INSERT INTO \"Order Items\" VALUES (7, 'open', 1)")
     await db.execute('UPDATE "Order Items" SET "Status" = \'closed\', "we""ird $hookd$" = 2')
     assert shapes(await events(db)) == [
         ("order_item.created", "order_item:7", {"id": 7, "Status": "open", 'we"ird $hookd$': 1}),

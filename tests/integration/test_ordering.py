@@ -141,7 +141,9 @@ async def test_a_batch_leases_only_the_head_of_each_key(dsn: str, db: asyncpg.Co
 
         # The head is delivered: the next of k is due at once, and only it.
         head = next(d for d in fan.deliveries if d.event_id == k[0])
-        await store.record([Outcome(head.id, head.attempt, DeliveryState.DELIVERED, None, 204, None)], [])
+        await store.record(
+            [Outcome(head.id, head.attempt, DeliveryState.DELIVERED, None, 204, None)], []
+        )
         due = await store.claim_due(100, 30.0, [(ep, 100)])
         assert [d.event_id for d in due.deliveries] == [k[1]]
         assert due.deliveries[0].ordering_key == "k"
