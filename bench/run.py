@@ -30,7 +30,17 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench import burst, chart, faults, idle_latency, publish_overhead, report, steady, storm
+from bench import (
+    burst,
+    capture,
+    chart,
+    faults,
+    idle_latency,
+    publish_overhead,
+    report,
+    steady,
+    storm,
+)
 from bench.common import LOOPBACK_HOSTS, BenchError
 from bench.payload import payload_json, request_body
 from bench.pg import Postgres
@@ -39,7 +49,7 @@ from bench.systems import Hookd, Tuning, ensure_peers, make
 
 log = logging.getLogger("bench")
 
-SCENARIOS = ("idle", "publish", "ceilings", "burst", "steady", "faults", "storm")
+SCENARIOS = ("idle", "publish", "ceilings", "burst", "steady", "faults", "storm", "capture")
 PEERS = ("pgqueuer", "graphile-worker")
 
 # Sizes per profile; each can be overridden by the option of the same name.
@@ -67,6 +77,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "background_rate": 100.0,
         "storm_warmup": 5.0,
         "steady_peers": True,
+        "capture_rows": 100_000,
+        "capture_seconds": 10.0,
+        "ordering_seconds": 20.0,
+        "ordering_rate": 200.0,
     },
     "smoke": {
         "events": 600,
@@ -91,6 +105,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "background_rate": 20.0,
         "storm_warmup": 1.0,
         "steady_peers": False,
+        "capture_rows": 2_000,
+        "capture_seconds": 1.0,
+        "ordering_seconds": 2.0,
+        "ordering_rate": 50.0,
     },
 }
 
@@ -155,6 +173,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--retry-delay", type=float, help="retry delay in the storm (full 75)")
     g.add_argument("--background-rate", type=float, help="events/s to healthy hosts (full 100)")
     g.add_argument("--storm-warmup", type=float, help="seconds before the storm (full 5)")
+    g = p.add_argument_group("capture and per-key ordering")
+    g.add_argument("--capture-rows", type=int, help="rows of the bulk UPDATE (full 100000)")
+    g.add_argument("--capture-seconds", type=float, help="per writer variant and round (full 10)")
+    g.add_argument("--ordering-seconds", type=float, help="length of each ordering run (full 20)")
+    g.add_argument("--ordering-rate", type=float, help="events/s in the ordering runs (full 200)")
+    g.add_argument(
+        "--stuck-rate", type=float, default=20.0, help="events/s of the failing key (20)"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=report.REPO_ROOT / "bench" / "results")
     g.add_argument("--keep-workdir", action="store_true", help="keep configs, logs, sink logs")
@@ -380,6 +406,18 @@ async def run_all(args: argparse.Namespace) -> int:
                 for name, fn in steps.items():
                     if name in args.only:
                         await run.scenario(name, fn(run, pg, sink, monitor, workdir))
+                if "capture" in args.only:
+                    cp = capture.CaptureParams(
+                        bulk_rows=args.capture_rows,
+                        rounds=args.rounds,
+                        writers=args.writers,
+                        writer_rows=max(args.capture_rows, 1000),
+                        seconds=args.capture_seconds,
+                        ordering_seconds=args.ordering_seconds,
+                        ordering_rate=args.ordering_rate,
+                        stuck_rate=args.stuck_rate,
+                    )
+                    await run.scenario("capture", capture.run(pg, workdir, cp))
             finally:
                 await monitor.close()
         failed = False
