@@ -102,6 +102,37 @@ async def test_insert_update_status_change_and_delete_reach_a_receiver(
     assert {r.json["ordering_key"] for r in got} == {"order:1"}
 
 
+async def test_the_readme_example_status_changes_reach_a_tenant_receiver(
+    dsn: str, db: asyncpg.Connection
+) -> None:
+    # README, "Capturing table changes", as written there.
+    await db.execute(
+        "CREATE TABLE orders (id bigint PRIMARY KEY, account_id text NOT NULL,"
+        " status text NOT NULL, total numeric NOT NULL)"
+    )
+    out = await capture(
+        dsn, "add", "--table", "public.orders", "--status-column", "status",
+        "--tenant-column", "account_id",
+    )  # fmt: skip
+    assert out.stdout == (
+        "capturing public.orders: order.created, order.updated, order.status_changed,"
+        " order.deleted; key id; tenant column account_id; columns id,account_id,status,total\n"
+    )
+    async with Receiver() as rx:
+        await add_endpoint(dsn, rx.url_for("/orders"), ("order.status_changed",), tenant="acme")
+        async with running_daemon(dsn):
+            await db.execute("INSERT INTO orders VALUES (42, 'acme', 'paid', 99.50)")
+            await db.execute("UPDATE orders SET status = 'shipped' WHERE id = 42")
+            (got,) = await rx.wait_for(1, path="/orders", timeout_s=10)
+            await wait_until(db, "SELECT count(*) = 1 FROM hookd.deliveries")
+    assert got.json["type"] == "order.status_changed"
+    assert got.json["ordering_key"] == "order:42"
+    assert got.body.endswith(
+        b'"data":{"id": 42, "to": "shipped", "from": "paid", "total": 99.50,'
+        b' "status": "shipped", "account_id": "acme"}}'
+    )
+
+
 async def test_a_rolled_back_transaction_publishes_nothing(
     dsn: str, db: asyncpg.Connection
 ) -> None:
