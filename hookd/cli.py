@@ -17,11 +17,12 @@ import re
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from hookd import __version__, config, logs, migrate
+from hookd import __version__, config, logs, migrate, tokens
 from hookd.auth import validate_credentials
 from hookd.endpoints import SETTING_TYPES, validate_settings
 from hookd.errors import ConfigError, HookdError
@@ -1097,6 +1098,69 @@ def _time_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--until", help="created before (ISO 8601 with zone)")
 
 
+# -- hookd api-token: bearer tokens of the operator API (hookd/tokens.py) -------------------------
+
+
+async def cmd_api_token_add(args: argparse.Namespace) -> int:
+    # The file work is a few small reads and one append: done synchronously.
+    return _api_token_add(args.file, args.name, args.tenant)
+
+
+def _api_token_add(file: str, name: str, tenant: str | None) -> int:
+    path = Path(file)
+    token = tokens.generate()
+    line = tokens.line_for(name, token, tenant)  # ConfigError for a bad name or tenant
+    try:
+        existing = tokens.parse(path.read_text(encoding="utf-8"), file) if path.exists() else []
+        if any(t.name == name for t in existing):
+            raise HookdError(f"--name: a token named {name!r} is already in {file}")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "a", encoding="utf-8") as f:
+            if f.tell() and not path.read_bytes().endswith(b"\n"):
+                f.write("\n")
+            f.write(line + "\n")
+        loose = path.stat().st_mode & 0o077
+    except OSError as exc:
+        raise HookdError(f"--file: cannot write {file}: {exc.strerror or exc}") from None
+    if loose:
+        print(f"warning: others may read {file}; chmod 600 it", file=sys.stderr)
+    print(token)
+    who = f"tenant {tenant}" if tenant else "every tenant"
+    print(f"token {name!r} ({who}) added to {file}; it is shown only now", file=sys.stderr)
+    return 0
+
+
+async def cmd_api_token_list(args: argparse.Namespace) -> int:
+    return _api_token_list(args.file)
+
+
+def _api_token_list(file: str) -> int:
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise HookdError(f"--file: cannot read {file}: {exc.strerror or exc}") from None
+    found = tokens.parse(text, file)
+    if not found:
+        print(f"no tokens in {file} (add one with hookd api-token add)", file=sys.stderr)
+    for t in found:
+        print(f"{t.name}  {t.tenant or '(all tenants)'}")
+    return 0
+
+
+def _api_token_commands(sub: Any) -> None:
+    at = sub.add_parser("api-token", help="bearer tokens of the operator API").add_subparsers(
+        dest="action", required=True
+    )
+    p = at.add_parser("add", help="add a token to the tokens file; prints the token once")
+    p.add_argument("--file", required=True, help="the tokens file ([api] tokens_file)")
+    p.add_argument("--name", required=True, help="a label for logs: letters, digits, _ - .")
+    p.add_argument("--tenant", help="limit the token to this tenant's objects")
+    p.set_defaults(fn=cmd_api_token_add)
+    p = at.add_parser("list", help="names and tenants of the tokens (never their hashes)")
+    p.add_argument("--file", required=True, help="the tokens file ([api] tokens_file)")
+    p.set_defaults(fn=cmd_api_token_list)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hookd", description="Webhook delivery from a PostgreSQL outbox."
@@ -1302,6 +1366,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run everything on a throwaway PostgreSQL and a local receiver")
     p.set_defaults(fn=cmd_demo)
+
+    _api_token_commands(sub)
     return parser
 
 

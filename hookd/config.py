@@ -29,7 +29,8 @@ class DatabaseConfig:
     dsn: str = ""
     """libpq connection string or URI. `HOOKD_DSN` or `--dsn` replace it."""
     pool_size: int = 4
-    """Connections in the daemon's pool (claims and outcome writes); the listener has its own."""
+    """Connections in the daemon's pool (claims and outcome writes); the listener has its own.
+    The operator API shares this pool: give it about 2 more when `[api]` is on."""
     listen_dsn: str = ""
     """DSN for the LISTEN connection when it must bypass a transaction-mode pooler (PgBouncer's
     transaction pooling cannot LISTEN); empty means `dsn`."""
@@ -192,7 +193,10 @@ class AdminConfig:
 class ApiConfig:
     """The operator HTTP API and web console (hookd/api.py, hookd/console.py).
 
-    Served only when `tokens_file` is set and holds at least one token (`hookd api-token add`).
+    Served only when `tokens_file` is set (`hookd api-token add` makes it). The file is read at
+    start (a missing or malformed one stops start-up) and again whenever it changes, so tokens
+    can be added to a running daemon; until it holds one, every API call is a 401. Changes to
+    this section need a restart.
     """
 
     host: str = "127.0.0.1"
