@@ -32,19 +32,23 @@ WITH head AS (
 ), marked AS (
     -- By primary key: a join here lets the planner scan the whole history.
     UPDATE hookd.events e SET fanned_out_at = now() WHERE e.id = ANY (ARRAY(SELECT id FROM ev))
+), behind AS (
+    -- Keyed events with an earlier event of their key not in this batch and not fanned out.
+    SELECT k.id FROM ev k
+    WHERE k.ordering_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM hookd.events p
+        WHERE p.ordering_key = k.ordering_key AND p.id < k.id AND p.fanned_out_at IS NULL
+          AND p.id <> ALL (ARRAY(SELECT id FROM ev)))
 ), matched AS (
     SELECT ev.id AS event_id, ev.ordering_key, ep.id AS endpoint_id,
            ev.ordering_key IS NULL
            OR (row_number() OVER (PARTITION BY ep.id, ev.ordering_key ORDER BY ev.id) = 1
+               AND ev.id <> ALL (ARRAY(SELECT id FROM behind))
                AND NOT EXISTS (
                    SELECT 1 FROM hookd.deliveries p
                    WHERE p.endpoint_id = ep.id AND p.ordering_key = ev.ordering_key
-                     AND p.event_id < ev.id AND p.state IN ('pending', 'paused'))
-               AND NOT EXISTS (
-                   SELECT 1 FROM hookd.events p
-                   WHERE p.ordering_key = ev.ordering_key AND p.id < ev.id
-                     AND p.fanned_out_at IS NULL AND p.id <> ALL (ARRAY(SELECT id FROM ev)))
-           ) AS key_head
+                     AND p.event_id < ev.id AND p.state IN ('pending', 'paused')))
+           AS key_head
     FROM ev
     JOIN hookd.endpoints ep
       ON ep.enabled
