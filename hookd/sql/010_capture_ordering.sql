@@ -333,9 +333,12 @@ BEGIN
     -- Every branch: an inner query (OFFSET 0 keeps the planner from computing each payload twice)
     -- that builds event type, tenant, key and payload per row, and one insert that checks them
     -- against the publish rules, refusing the statement for the first row that breaks one.
+    -- The type passed to the check is the longest this trigger writes, a constant: the planner
+    -- settles the type rule once (and the other types, shorter and of the same form, with it).
     head := 'INSERT INTO hookd.events (event_type, tenant, payload, ordering_key)' || E'\n'
          || '        SELECT c.event_type, c.tenant,' || E'\n'
-         || '               CASE WHEN hookd.event_problem(c.event_type, pg_column_size(c.payload), c.tenant, NULL, c.ordering_key) IS NULL' || E'\n'
+         || format('               CASE WHEN hookd.event_problem(%L, pg_column_size(c.payload), c.tenant, NULL, c.ordering_key) IS NULL',
+                   prefix || '.status_changed') || E'\n'
          || '                    THEN c.payload' || E'\n'
          || format('                    ELSE hookd.capture_refused(%L, c.key, c.event_type, pg_column_size(c.payload), c.tenant, c.ordering_key) END,', qname) || E'\n'
          || '               c.ordering_key' || E'\n'
