@@ -481,7 +481,9 @@ async def test_sighup_applies_limits_and_log_format_and_refuses_an_invalid_confi
 
 _FAILED = re.compile(r"^endpoint \d+ delivery \d+ attempt \d+ failed: ")
 _SUPPRESSED = re.compile(r"^(\d+) similar lines suppressed")
-_DEAD_LETTERED = re.compile(r"^endpoint \d+ delivery \d+ \(order\.\w+\) dead-lettered after 4 attempts: ")
+_DEAD_LETTERED = re.compile(
+    r"^endpoint \d+ delivery \d+ \(order\.\w+\) dead-lettered after 4 attempts: "
+)
 
 
 async def test_json_logs_and_failed_attempt_lines_rate_limited_under_a_storm(
