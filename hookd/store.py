@@ -129,7 +129,8 @@ class FanOut:
     last_event_id: int
     """The highest id of the events claimed oldest-first (0 if none)."""
     unleased_endpoints: frozenset[int]
-    """Endpoints some of whose new deliveries were left unleased (they had no room)."""
+    """Endpoints some of whose new deliveries were left unleased because they had no room (not
+    those that only wait for an earlier delivery of their ordering key: its end wakes them)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,7 +447,7 @@ class Store:
             len(created),
             [_delivery(r) for r in created if r["leased"]],
             max((r["event_id"] for r in rows if not r["newest"]), default=0),
-            frozenset(r["endpoint_id"] for r in created if not r["leased"]),
+            frozenset(r["endpoint_id"] for r in created if not r["leased"] and r["key_head"]),
         )
 
     @_mapped

@@ -56,7 +56,7 @@ WITH head AS (
      AND ep.created_at <= ev.created_at
      AND hookd.filter_matches(ep.event_types, ev.event_type)
 ), pairs AS (
-    SELECT m.event_id, m.ordering_key, m.endpoint_id,
+    SELECT m.event_id, m.ordering_key, m.endpoint_id, m.key_head,
            m.key_head AND row_number() OVER (PARTITION BY m.endpoint_id, m.key_head ORDER BY m.event_id)
                           <= coalesce(r.room, 0) AS lease
     FROM matched m
@@ -74,12 +74,16 @@ WITH head AS (
     RETURNING id, event_id, endpoint_id, attempts, lease_owner
 )
 -- One row per delivery created, plus one row with NULL delivery columns per event that matched no
--- endpoint, so the caller can count the events it claimed. `leased` tells which rows are ours.
+-- endpoint, so the caller can count the events it claimed. `leased` tells which rows are ours;
+-- `key_head` false marks an unleased one that waits for an earlier one of its key (not for room).
 -- Only leased rows carry the payload: the others are counted, not sent.
 SELECT ins.id, ins.endpoint_id, ins.attempts, ins.lease_owner IS NOT NULL AS leased,
        ev.id AS event_id, ev.event_type, ev.created_at, ev.newest, ev.ordering_key,
-       CASE WHEN ins.lease_owner IS NOT NULL THEN ev.payload END AS payload
-FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
+       CASE WHEN ins.lease_owner IS NOT NULL THEN ev.payload END AS payload,
+       p.key_head
+FROM ev
+LEFT JOIN ins ON ins.event_id = ev.id
+LEFT JOIN pairs p ON p.event_id = ins.event_id AND p.endpoint_id = ins.endpoint_id;
 
 -- name: claim_due
 -- Lease due pending deliveries (retries, expired leases, deliveries left unleased at fan-out) to
