@@ -207,6 +207,41 @@ def summary(
                 "daemon_notify_wakeups_per_s",
             )
         }
+    if cap := by.get("capture"):
+        out["capture"] = {
+            "bulk": {
+                stmt: {
+                    k: get(cap, "bulk", stmt, k)
+                    for k in (
+                        "statement",
+                        "seconds",
+                        "events",
+                        "capture_ratio_to_plain",
+                        "row_publish_ratio_to_plain",
+                        "capture_ratio_to_row_publish",
+                    )
+                }
+                for stmt in ("total", "status")
+            },
+            "rows": get(cap, "bulk", "rows"),
+            "writers": {
+                k: get(cap, "writers", k)
+                for k in (
+                    "commits_per_s",
+                    "capture_ratio_to_publish",
+                    "capture_ratio_to_plain",
+                    "publish_ratio_to_plain",
+                )
+            },
+            "ordering": {
+                "clear": get(cap, "ordering", "without_retrying_key", "latency"),
+                "stuck": get(cap, "ordering", "with_retrying_key", "latency"),
+                "p99_ratio": get(cap, "ordering", "p99_ratio"),
+                "p50_ratio": get(cap, "ordering", "p50_ratio"),
+                "rate": get(cap, "ordering", "rate"),
+                "stuck_rate": get(cap, "ordering", "stuck_rate"),
+            },
+        }
     if st := by.get("steady"):
         points = {}
         for share, rec in st.get("points", {}).items():
@@ -341,7 +376,7 @@ def _lat(lat: Mapping[str, Any] | None, digits: int = 1) -> str:
 
 def markdown(s: Mapping[str, Any]) -> str:
     """The summary as markdown tables: goals, throughput, latency, steady load, faults, storm,
-    publish overhead."""
+    publish overhead, capture."""
     lines = ["| goal | value | target | met |", "|---|---|---|---|"]
     for g in s["goals"]:
         met = {True: "yes", False: "**no**", None: "-"}[g["met"]]
@@ -534,6 +569,47 @@ def markdown(s: Mapping[str, Any]) -> str:
                 f"| {label} | {_f(po['commits_per_s'][v])} | {_f(po['ratio_to_plain'][v], 3)} "
                 f"| {_f(po['ratio_to_no_wakeup'][v], 3)} |"
             )
+    if cap := s.get("capture"):
+        lines += [
+            "",
+            f"Capture, one UPDATE of {_f(cap.get('rows'))} rows (seconds, BEGIN to COMMIT):",
+            "",
+            "| statement | no trigger | hookd capture | row trigger calling hookd.publish "
+            "| capture ÷ none | row trigger ÷ none | capture ÷ row trigger |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for stmt, label in (("total", "total = total + 1"), ("status", "status changes")):
+            b = cap["bulk"][stmt]
+            secs = b.get("seconds") or {}
+            lines.append(
+                f"| {label} | {_f(secs.get('plain'), 3)} | {_f(secs.get('capture'), 3)} "
+                f"| {_f(secs.get('row_publish'), 3)} | {_f(b.get('capture_ratio_to_plain'), 2)} "
+                f"| {_f(b.get('row_publish_ratio_to_plain'), 2)} "
+                f"| {_f(b.get('capture_ratio_to_row_publish'), 2)} |"
+            )
+        w = cap["writers"]
+        cps = w.get("commits_per_s") or {}
+        lines += [
+            "",
+            "| 16 writers, one-row UPDATE per transaction | commits/s |",
+            "|---|---|",
+            f"| no trigger | {_f(cps.get('plain'))} |",
+            f"| captured table | {_f(cps.get('capture'))} |",
+            f"| UPDATE + explicit hookd.publish in the same transaction | {_f(cps.get('publish'))} |",
+            f"| capture ÷ explicit publish | {_f(w.get('capture_ratio_to_publish'), 3)} |",
+        ]
+        o = cap["ordering"]
+        clear, stuck = o.get("clear") or {}, o.get("stuck") or {}
+        lines += [
+            "",
+            f"| per-key ordering, {_f(o.get('rate'))} events/s, one endpoint | p50 ms | p99 ms |",
+            "|---|---|---|",
+            f"| no key retrying (that key answered 204) | {_f(clear.get('p50_ms'), 1)} "
+            f"| {_f(clear.get('p99_ms'), 1)} |",
+            f"| one key ({_f(o.get('stuck_rate'))} events/s) failing every attempt "
+            f"| {_f(stuck.get('p50_ms'), 1)} | {_f(stuck.get('p99_ms'), 1)} |",
+            f"| ratio | {_f(o.get('p50_ratio'), 2)} | {_f(o.get('p99_ratio'), 2)} |",
+        ]
     verdict = (
         f"VOID ({', '.join(s['void_scenarios'])}: something missing or failed)"
         if s["void"]

@@ -32,6 +32,7 @@ import uvloop
 
 from bench import (
     burst,
+    capture,
     chart,
     faults,
     idle_latency,
@@ -49,7 +50,17 @@ from bench.systems import Hookd, Tuning, ensure_peers, make
 
 log = logging.getLogger("bench")
 
-SCENARIOS = ("idle", "publish", "ceilings", "burst", "steady", "faults", "storm", "multi")
+SCENARIOS = (
+    "idle",
+    "publish",
+    "ceilings",
+    "burst",
+    "steady",
+    "faults",
+    "storm",
+    "multi",
+    "capture",
+)
 PEERS = ("pgqueuer", "graphile-worker")
 
 # Sizes per profile; each can be overridden by the option of the same name.
@@ -79,6 +90,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "steady_peers": True,
         "multi_events": 20_000,
         "kill_interval": 2.0,
+        "capture_rows": 100_000,
+        "capture_seconds": 10.0,
+        "ordering_seconds": 20.0,
+        "ordering_rate": 200.0,
     },
     "smoke": {
         "events": 600,
@@ -105,6 +120,10 @@ PROFILES: dict[str, dict[str, Any]] = {
         "steady_peers": False,
         "multi_events": 300,
         "kill_interval": 0.0,
+        "capture_rows": 2_000,
+        "capture_seconds": 1.0,
+        "ordering_seconds": 2.0,
+        "ordering_rate": 50.0,
     },
 }
 
@@ -179,6 +198,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         type=float,
         help="seconds a victim daemon lives before SIGKILL in the kill run; 0: no kill run "
         "(full 2)",
+    )
+    g = p.add_argument_group("capture and per-key ordering")
+    g.add_argument("--capture-rows", type=int, help="rows of the bulk UPDATE (full 100000)")
+    g.add_argument("--capture-seconds", type=float, help="per writer variant and round (full 10)")
+    g.add_argument("--ordering-seconds", type=float, help="length of each ordering run (full 20)")
+    g.add_argument("--ordering-rate", type=float, help="events/s in the ordering runs (full 200)")
+    g.add_argument(
+        "--stuck-rate", type=float, default=20.0, help="events/s of the failing key (20)"
     )
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=report.REPO_ROOT / "bench" / "results")
@@ -427,6 +454,18 @@ async def run_all(args: argparse.Namespace) -> int:
                 for name, fn in steps.items():
                     if name in args.only:
                         await run.scenario(name, fn(run, pg, sink, monitor, workdir))
+                if "capture" in args.only:
+                    cp = capture.CaptureParams(
+                        bulk_rows=args.capture_rows,
+                        rounds=args.rounds,
+                        writers=args.writers,
+                        writer_rows=max(args.capture_rows, 1000),
+                        seconds=args.capture_seconds,
+                        ordering_seconds=args.ordering_seconds,
+                        ordering_rate=args.ordering_rate,
+                        stuck_rate=args.stuck_rate,
+                    )
+                    await run.scenario("capture", capture.run(pg, workdir, cp))
             finally:
                 await monitor.close()
         failed = False
