@@ -32,9 +32,11 @@ import uvloop
 
 from bench import (
     burst,
+    capture,
     chart,
     faults,
     idle_latency,
+    multi_daemon,
     publish_overhead,
     report,
     scale,
@@ -57,6 +59,8 @@ SCENARIOS = (
     "steady",
     "faults",
     "storm",
+    "multi",
+    "capture",
     "fanout",
     "coldstart",
     "status",
@@ -88,6 +92,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "background_rate": 100.0,
         "storm_warmup": 5.0,
         "steady_peers": True,
+        "multi_events": 20_000,
+        "kill_interval": 2.0,
+        "capture_rows": 100_000,
+        "capture_seconds": 10.0,
+        "ordering_seconds": 20.0,
+        "ordering_rate": 200.0,
         "fanout_endpoints": 10_000,
         "coldstart_deliveries": 1_000_000,
         "coldstart_endpoints": 1_000,
@@ -117,6 +127,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "background_rate": 20.0,
         "storm_warmup": 1.0,
         "steady_peers": False,
+        "multi_events": 300,
+        "kill_interval": 0.0,
+        "capture_rows": 2_000,
+        "capture_seconds": 1.0,
+        "ordering_seconds": 2.0,
+        "ordering_rate": 50.0,
         "fanout_endpoints": 2_000,
         "coldstart_deliveries": 20_000,
         "coldstart_endpoints": 100,
@@ -186,6 +202,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--retry-delay", type=float, help="retry delay in the storm (full 75)")
     g.add_argument("--background-rate", type=float, help="events/s to healthy hosts (full 100)")
     g.add_argument("--storm-warmup", type=float, help="seconds before the storm (full 5)")
+    g = p.add_argument_group("several daemons")
+    g.add_argument("--multi-events", type=int, help="events of each burst (full 20000)")
+    g.add_argument(
+        "--multi-daemons", default="1,2,4", help="daemon counts on one database (default 1,2,4)"
+    )
+    g.add_argument(
+        "--kill-interval",
+        type=float,
+        help="seconds a victim daemon lives before SIGKILL in the kill run; 0: no kill run "
+        "(full 2)",
+    )
+    g = p.add_argument_group("capture and per-key ordering")
+    g.add_argument("--capture-rows", type=int, help="rows of the bulk UPDATE (full 100000)")
+    g.add_argument("--capture-seconds", type=float, help="per writer variant and round (full 10)")
+    g.add_argument("--ordering-seconds", type=float, help="length of each ordering run (full 20)")
+    g.add_argument("--ordering-rate", type=float, help="events/s in the ordering runs (full 200)")
+    g.add_argument(
+        "--stuck-rate", type=float, default=20.0, help="events/s of the failing key (20)"
+    )
     g = p.add_argument_group("scale (fanout, coldstart, status)")
     g.add_argument("--fanout-endpoints", type=int, help="endpoints of the one event (full 10000)")
     g.add_argument(
@@ -214,6 +249,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if set(args.peers) - set(PEERS):
         p.error(f"--peers: choose from {', '.join(PEERS)}")
     args.points = [float(x) / 100 for x in str(args.points).split(",") if x.strip()]
+    try:
+        args.multi_daemons = tuple(int(x) for x in args.multi_daemons.split(",") if x.strip())
+    except ValueError:
+        p.error(f"--multi-daemons: a comma-separated list of counts, got {args.multi_daemons!r}")
+    if not args.multi_daemons or min(args.multi_daemons) < 1:
+        p.error("--multi-daemons: every count must be 1 or more")
     return args
 
 
@@ -371,6 +412,21 @@ async def _storm(
     return await storm.run(Hookd(_tuning(a)), pg, sink, monitor, workdir, p)
 
 
+async def _multi(
+    run: Run, pg: Postgres, sink: NginxSink, monitor: asyncpg.Connection, workdir: Path
+) -> dict[str, Any]:
+    a = run.args
+    p = multi_daemon.MultiParams(
+        events=a.multi_events,
+        endpoints=a.endpoints,
+        daemons=a.multi_daemons,
+        kill_interval_s=a.kill_interval,
+        body_bytes=a.body_bytes,
+        drain_timeout_s=a.drain_timeout,
+    )
+    return await multi_daemon.run(Hookd(_tuning(a)), pg, sink, monitor, workdir, p)
+
+
 async def _fanout(
     run: Run, pg: Postgres, sink: NginxSink, monitor: asyncpg.Connection, workdir: Path
 ) -> dict[str, Any]:
@@ -447,6 +503,7 @@ async def run_all(args: argparse.Namespace) -> int:
                     "steady": _steady,
                     "faults": _faults,
                     "storm": _storm,
+                    "multi": _multi,
                     "fanout": _fanout,
                     "coldstart": _coldstart,
                     "status": _status,
@@ -454,6 +511,18 @@ async def run_all(args: argparse.Namespace) -> int:
                 for name, fn in steps.items():
                     if name in args.only:
                         await run.scenario(name, fn(run, pg, sink, monitor, workdir))
+                if "capture" in args.only:
+                    cp = capture.CaptureParams(
+                        bulk_rows=args.capture_rows,
+                        rounds=args.rounds,
+                        writers=args.writers,
+                        writer_rows=max(args.capture_rows, 1000),
+                        seconds=args.capture_seconds,
+                        ordering_seconds=args.ordering_seconds,
+                        ordering_rate=args.ordering_rate,
+                        stuck_rate=args.stuck_rate,
+                    )
+                    await run.scenario("capture", capture.run(pg, workdir, cp))
             finally:
                 await monitor.close()
         failed = False
