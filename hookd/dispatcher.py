@@ -59,6 +59,11 @@ BACKOFF_MAX_S = 5.0
 """Longest pause between tries while the database is unavailable."""
 
 
+def refill_at(max_in_flight: int) -> int:
+    """Free slots a full process waits for before it claims again: an eighth (at least 1)."""
+    return max(1, max_in_flight // 8)
+
+
 class Dispatcher:
     """Runs the claim loop and owns the engine rooms. Use `run()` in a TaskGroup, then `drain()`.
 
@@ -98,6 +103,12 @@ class Dispatcher:
         enables, retries beyond the timer horizon)."""
         self._background: set[asyncio.Task[None]] = set()
         self._rooms_start = 0
+        self._refilling = False
+        self._rooms_partial = False
+        """Whether the last `_rooms` covered only a window of the endpoints."""
+        self._rooms_had_backlog = False
+        """Whether that window held endpoints known to have deliveries waiting."""
+        """Set when the process held max_in_flight; cleared once refill_at() slots are free."""
         """Where `_rooms` starts sharing free slots among endpoints (round-robin)."""
         self.planner = WakePlanner(cfg.daemon)
         self.asleep = self.planner.asleep
@@ -193,30 +204,45 @@ class Dispatcher:
         self._endpoints_loaded_at = time.monotonic()
 
     def _rooms(self) -> tuple[list[tuple[int, int]], list[int]]:
-        """(endpoint, room) pairs this process may claim for now, and the endpoints held back."""
-        rooms, blocked = claim_rooms(
-            self._endpoints.items(),
+        """(endpoint, room) pairs this process may claim for now, and the endpoints held back.
+
+        Never more sendable endpoints than free slots (each gets at least one): with thousands
+        of endpoints a claim looks at only as many as it can serve, starting where the last
+        look stopped, so every endpoint gets its turn (a cold start with a backlog for a
+        thousand endpoints serves all of them from the start) and the cost of a claim does not
+        grow with the number of endpoints.
+        """
+        free = self._cfg.daemon.max_in_flight - self.ledger.held
+        items = list(self._endpoints.items())
+        n = len(items)
+        start = self._rooms_start % n if n else 0
+        at = list(range(start, n)) + list(range(start))
+        if n > free:
+            # Only a window of them fits: endpoints known to have deliveries waiting first (a
+            # window of idle ones would come back empty and leave the loop waiting for the poll).
+            at = [i for i in at if items[i][1].backlog] + [i for i in at if not items[i][1].backlog]
+        rooms, blocked, looked = claim_rooms(
+            [items[i] for i in at],
             self.ledger.origin_held,
             self.ledger.endpoint_cap,
             self.ledger.origin_cap(),
             self._cfg.daemon.claim_batch,
             time.monotonic(),
+            want=max(free, 0),
         )
+        self._rooms_partial = looked < n
+        self._rooms_had_backlog = any(items[i][1].backlog for i in at[:looked])
+        if 0 < looked < n:
+            # The next look starts after the last endpoint this one took, in rotation order.
+            self._rooms_start = max((i - start) % n for i in at[:looked]) + start + 1
         # Never lease more than the process may hold; share what is free evenly, so that no
         # endpoint's room is spent by those listed before it. Unsendable endpoints are exempt:
         # their deliveries are settled at once, never held.
-        free = self._cfg.daemon.max_in_flight - self.ledger.held
         capped: list[tuple[int, int]] = []
         sendable: list[tuple[int, int]] = []
         for ep, room in rooms:
             rt = self._endpoints[ep]
             (capped if rt.problem is not None else sendable).append((ep, room))
-        # With more endpoints than free slots, those served first get one each and the rest
-        # none: start each time where the last one stopped, so every endpoint gets its turn (a
-        # cold start with a backlog for a thousand endpoints serves all of them from the start).
-        start = self._rooms_start % len(sendable) if sendable else 0
-        sendable = sendable[start:] + sendable[:start]
-        served = 0
         for i, (ep, room) in enumerate(sendable):
             share = max(1, free // (len(sendable) - i)) if free > 0 else 0
             room = min(room, share)
@@ -224,10 +250,7 @@ class Dispatcher:
                 blocked.append(ep)
                 continue
             free -= room
-            served += 1
             capped.append((ep, room))
-        if served < len(sendable):
-            self._rooms_start = start + served
         return capped, blocked
 
     # -- the claim loop ------------------------------------------------------------------------
@@ -263,6 +286,14 @@ class Dispatcher:
             await self._writer.wait_healthy(cfg.poll_interval_s)
             return False
         if self.ledger.held >= cfg.max_in_flight:
+            self._refilling = True
+        elif self.ledger.held <= cfg.max_in_flight - refill_at(cfg.max_in_flight):
+            self._refilling = False
+        if self._refilling:
+            # Full: wait until an eighth of the slots is free again. Claiming each slot as it
+            # frees would cost two statements per delivery (a backlog of thousands of endpoints
+            # with one delivery each drained at a few hundred per second); the eighth still
+            # queued keeps every sender busy meanwhile.
             self.ledger.room.clear()
             await self._wait_event(self.ledger.room, cfg.poll_interval_s)
             return False
@@ -303,8 +334,17 @@ class Dispatcher:
         # While a backlog drains (the last batch was full), the fresh lane takes the newest
         # events too, so that events published now are not queued behind a storm's.
         newest = max(1, cfg.claim_batch // 4) if self._draining else 0
-        fan = await self._store.fan_out(batch, cfg.lease_s, rooms, self._fan_out_after, newest)
-        full = fan.oldest_claimed >= batch
+        fan = await self._store.fan_out(
+            batch,
+            cfg.lease_s,
+            rooms,
+            self._fan_out_after,
+            newest,
+            cfg.fan_out_max_deliveries,
+        )
+        # A claim cut at its bound of deliveries (an event for thousands of endpoints) is full
+        # too: the rest of that event is the next claim's, at once.
+        full = fan.oldest_claimed >= batch or fan.cut_event_id is not None
         self._draining = full
         # Where the next scan starts. Fanned-out events leave dead entries at the front of the
         # outbox index until vacuum, and every scan from the start walks them (each one a heap
@@ -316,7 +356,7 @@ class Dispatcher:
         self._fan_out_after = (
             fan.last_event_id if full else max(0, self._max_event_id - CURSOR_TRAIL_IDS)
         )
-        if fan.events_claimed:
+        if fan.events_claimed or fan.created:
             self._metrics.events_claimed.inc(fan.events_claimed)
             if fan.unleased_endpoints:
                 self._due_wanted = True  # some were left unleased for endpoints without room
@@ -329,6 +369,7 @@ class Dispatcher:
         rooms, _ = self._rooms()
         free = cfg.max_in_flight - self.ledger.held
         due: list[Delivery] = []
+        window_more = False
         limit = min(cfg.claim_batch, free)
         now = time.monotonic()
         if not rooms or limit <= 0:
@@ -347,14 +388,18 @@ class Dispatcher:
             if len(due) >= limit or claim.parked:
                 # Parked deliveries (behind an earlier one of their ordering key) took room.
                 self._due_wanted = True
+            elif self._rooms_partial and (due or self._rooms_had_backlog):
+                # Only a window of the endpoints was asked: the next window may have more.
+                self._due_wanted = True
+                window_more = True
             got = Counter(d.endpoint_id for d in due)
             for ep, room in rooms:
                 if (rt := self._endpoints.get(ep)) is not None:
                     # A full room means more may be waiting; less means it was all there was.
                     rt.backlog = got[ep] + claim.parked.get(ep, 0) >= room
             await self._dispatch(due, now)
-        found = bool(fan.events_claimed or due)
-        return found, full or (limit > 0 and len(due) >= limit)
+        found = bool(fan.events_claimed or fan.created or due)
+        return found, full or window_more or (limit > 0 and len(due) >= limit)
 
     async def _probe(self) -> bool:
         """Cheap look for work while lingering or after giving the awake lock back: something

@@ -143,6 +143,9 @@ class FanOut:
     unleased_endpoints: frozenset[int]
     """Endpoints some of whose new deliveries were left unleased because they had no room (not
     those that only wait for an earlier delivery of their ordering key: its end wakes them)."""
+    cut_event_id: int | None = None
+    """The event at which this claim reached its bound of deliveries (it and the events after it
+    are not claimed yet; the next claim resumes it after the last endpoint done), or None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,6 +461,7 @@ class Store:
         rooms: Sequence[tuple[int, int]] = (),
         after_id: int = 0,
         newest: int = 0,
+        max_deliveries: int = 5000,
     ) -> FanOut:
         """Claim up to `limit` new events with ids above `after_id` and create their deliveries
         (one short transaction), whatever room endpoints have: the outbox is never blocked.
@@ -467,6 +471,11 @@ class Store:
         stay pending and unleased, due now, for a later `claim_due` by whoever has room.
         `newest` more events are taken from the newest end of the outbox (the fresh lane, used
         while a backlog drains).
+
+        At most `max_deliveries` are created, in (event id, endpoint id) order: the event at
+        which the bound is reached is fanned out in pieces, each claim resuming after the last
+        endpoint the previous one committed (`events.fan_out_cursor`), and is counted as
+        claimed with its last piece (`cut_event_id` until then).
         """
         rows = await self.pool.fetch(
             QUERIES["fan_out"],
@@ -477,17 +486,25 @@ class Store:
             [room for _, room in rooms],
             after_id,
             newest,
+            max_deliveries,
         )
-        events = {r["event_id"] for r in rows}
-        oldest = {r["event_id"] for r in rows if not r["newest"]}
+        done = [r for r in rows if r["done"]]
+        events = {r["event_id"] for r in done}
+        oldest = {r["event_id"] for r in done if not r["newest"]}
         created = [r for r in rows if r["id"] is not None]
+        cut: int | None = rows[0]["cut_event_id"] if rows else None
+        last = max((r["event_id"] for r in done if not r["newest"]), default=0)
+        if cut is not None and any(r["event_id"] == cut and not r["newest"] for r in rows):
+            # Cut in the oldest-first part: the next scan must start at it again.
+            last = cut - 1
         return FanOut(
             len(events),
             len(oldest),
             len(created),
             [_delivery(r) for r in created if r["leased"]],
-            max((r["event_id"] for r in rows if not r["newest"]), default=0),
+            last,
             frozenset(r["endpoint_id"] for r in created if not r["leased"] and r["key_head"]),
+            cut,
         )
 
     @_mapped

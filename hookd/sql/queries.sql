@@ -9,19 +9,26 @@
 -- listed) stay pending, unleased and due now.
 -- $6 lets a draining daemon start past the index entries of events it already fanned out (dead
 -- until vacuum, but still visited by a scan from the start); a scan from 0 catches the rest.
+-- Bounded pieces: at most $8 deliveries per statement, in (event id, endpoint id) order. The
+-- event at which the bound is reached is cut: it keeps its fanned_out_at NULL and records in
+-- fan_out_cursor the highest endpoint id it now has a delivery for, and the next claim of it
+-- starts after that endpoint; the events after it are left as they were. One piece reads at most
+-- $8 + 1 matching pairs (an incremental sort over the events in id order, each one's endpoints in
+-- id order).
 -- Per-key ordering: a delivery with an ordering key is leased only if it is the head of its
 -- (endpoint, key): the first of the key in this batch, no earlier delivery of the key open for
 -- the endpoint, and no earlier event of the key still waiting for fan-out (committed late,
--- skipped by this scan, or being fanned out by another daemon). Others wait for claim_due.
+-- skipped by this scan, cut into pieces, or being fanned out by another daemon). Others wait for
+-- claim_due.
 WITH head AS (
-    SELECT id, event_type, tenant, created_at, payload, ordering_key
+    SELECT id, event_type, tenant, created_at, payload, ordering_key, fan_out_cursor
     FROM hookd.events
     WHERE fanned_out_at IS NULL AND id > $6
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), tail AS (
-    SELECT id, event_type, tenant, created_at, payload, ordering_key
+    SELECT id, event_type, tenant, created_at, payload, ordering_key, fan_out_cursor
     FROM hookd.events
     WHERE fanned_out_at IS NULL AND id <> ALL (ARRAY(SELECT id FROM head))
     ORDER BY id DESC
@@ -29,33 +36,59 @@ WITH head AS (
     FOR UPDATE SKIP LOCKED
 ), ev AS (
     SELECT *, false AS newest FROM head UNION ALL SELECT *, true FROM tail
+), piece AS (
+    SELECT e.id AS event_id, e.ordering_key, m.endpoint_id,
+           row_number() OVER (ORDER BY e.id, m.endpoint_id) AS n
+    FROM (SELECT * FROM ev ORDER BY id) e
+    CROSS JOIN LATERAL (
+        SELECT ep.id AS endpoint_id
+        FROM hookd.endpoints ep
+        WHERE ep.id > coalesce(e.fan_out_cursor, 0)
+          AND ep.enabled
+          AND ep.tenant IS NOT DISTINCT FROM e.tenant
+          AND ep.created_at <= e.created_at
+          AND hookd.filter_matches(ep.event_types, e.event_type)
+          AND (ep.payload_filter IS NULL OR hookd.payload_matches(e.payload, ep.payload_filter))
+        ORDER BY ep.id
+        LIMIT $8 + 1
+    ) m
+    ORDER BY e.id, m.endpoint_id
+    LIMIT $8 + 1
+), cut AS (
+    -- The event whose pair $8 + 1 is: it (from that endpoint on) and every later event wait.
+    SELECT event_id, endpoint_id FROM piece WHERE n = $8 + 1
+), kept AS (
+    SELECT event_id, ordering_key, endpoint_id FROM piece WHERE n <= $8
+), done AS (
+    SELECT id FROM ev WHERE NOT EXISTS (SELECT FROM cut) OR id < (SELECT event_id FROM cut)
 ), marked AS (
     -- By primary key: a join here lets the planner scan the whole history.
-    UPDATE hookd.events e SET fanned_out_at = now() WHERE e.id = ANY (ARRAY(SELECT id FROM ev))
+    UPDATE hookd.events e SET fanned_out_at = now(), fan_out_cursor = NULL
+    WHERE e.id = ANY (ARRAY(SELECT id FROM done))
+), advanced AS (
+    UPDATE hookd.events e SET fan_out_cursor = k.endpoint_id
+    FROM (SELECT max(endpoint_id) AS endpoint_id FROM kept
+          WHERE event_id = (SELECT event_id FROM cut)) k
+    WHERE e.id = (SELECT event_id FROM cut) AND k.endpoint_id IS NOT NULL
 ), behind AS (
-    -- Keyed events with an earlier event of their key not in this batch and not fanned out.
-    SELECT k.id FROM ev k
+    -- Keyed events of this piece with an earlier event of their key that is neither done here
+    -- nor fanned out.
+    SELECT k.event_id AS id FROM (SELECT DISTINCT event_id, ordering_key FROM kept) k
     WHERE k.ordering_key IS NOT NULL AND EXISTS (
         SELECT 1 FROM hookd.events p
-        WHERE p.ordering_key = k.ordering_key AND p.id < k.id AND p.fanned_out_at IS NULL
-          AND p.id <> ALL (ARRAY(SELECT id FROM ev)))
+        WHERE p.ordering_key = k.ordering_key AND p.id < k.event_id AND p.fanned_out_at IS NULL
+          AND p.id <> ALL (ARRAY(SELECT id FROM done)))
 ), matched AS (
-    SELECT ev.id AS event_id, ev.ordering_key, ep.id AS endpoint_id,
-           ev.ordering_key IS NULL
-           OR (row_number() OVER (PARTITION BY ep.id, ev.ordering_key ORDER BY ev.id) = 1
-               AND ev.id <> ALL (ARRAY(SELECT id FROM behind))
+    SELECT k.event_id, k.ordering_key, k.endpoint_id,
+           k.ordering_key IS NULL
+           OR (row_number() OVER (PARTITION BY k.endpoint_id, k.ordering_key ORDER BY k.event_id) = 1
+               AND k.event_id <> ALL (ARRAY(SELECT id FROM behind))
                AND NOT EXISTS (
                    SELECT 1 FROM hookd.deliveries p
-                   WHERE p.endpoint_id = ep.id AND p.ordering_key = ev.ordering_key
-                     AND p.event_id < ev.id AND p.state IN ('pending', 'paused')))
+                   WHERE p.endpoint_id = k.endpoint_id AND p.ordering_key = k.ordering_key
+                     AND p.event_id < k.event_id AND p.state IN ('pending', 'paused')))
            AS key_head
-    FROM ev
-    JOIN hookd.endpoints ep
-      ON ep.enabled
-     AND ep.tenant IS NOT DISTINCT FROM ev.tenant
-     AND ep.created_at <= ev.created_at
-     AND hookd.filter_matches(ep.event_types, ev.event_type)
-     AND (ep.payload_filter IS NULL OR hookd.payload_matches(ev.payload, ep.payload_filter))
+    FROM kept k
 ), pairs AS (
     SELECT m.event_id, m.ordering_key, m.endpoint_id, m.key_head,
            m.key_head AND row_number() OVER (PARTITION BY m.endpoint_id, m.key_head ORDER BY m.event_id)
@@ -75,13 +108,15 @@ WITH head AS (
     RETURNING id, event_id, endpoint_id, attempts, lease_owner
 )
 -- One row per delivery created, plus one row with NULL delivery columns per event that matched no
--- endpoint, so the caller can count the events it claimed. `leased` tells which rows are ours;
--- `key_head` false marks an unleased one that waits for an earlier one of its key (not for room).
--- Only leased rows carry the payload: the others are counted, not sent.
+-- endpoint, so the caller can count the events it claimed; `done` false for the event that was
+-- cut and those after it (not claimed yet). `leased` tells which rows are ours; `key_head` false
+-- marks an unleased one that waits for an earlier one of its key (not for room). Only leased rows
+-- carry the payload: the others are counted, not sent.
 SELECT ins.id, ins.endpoint_id, ins.attempts, ins.lease_owner IS NOT NULL AS leased,
        ev.id AS event_id, ev.event_type, ev.created_at, ev.newest, ev.ordering_key,
        CASE WHEN ins.lease_owner IS NOT NULL THEN ev.payload END AS payload,
-       p.key_head
+       p.key_head, ev.id IN (SELECT id FROM done) AS done,
+       (SELECT event_id FROM cut) AS cut_event_id
 FROM ev
 LEFT JOIN ins ON ins.event_id = ev.id
 LEFT JOIN pairs p ON p.event_id = ins.event_id AND p.endpoint_id = ins.endpoint_id;

@@ -119,11 +119,13 @@ async def test_one_event_for_10000_endpoints(dsn: str, db: asyncpg.Connection) -
             peak_held = 0
             unleased_seen = 0
 
+            watch_conn = await asyncpg.connect(dsn)
+
             async def watch() -> None:
                 nonlocal peak_held, unleased_seen
                 while True:
                     peak_held = max(peak_held, dispatcher.held)
-                    waiting = await db.fetchval(
+                    waiting = await watch_conn.fetchval(
                         "SELECT count(*) FROM hookd.deliveries"
                         " WHERE state = 'pending' AND lease_owner IS NULL"
                     )
@@ -136,6 +138,7 @@ async def test_one_event_for_10000_endpoints(dsn: str, db: asyncpg.Connection) -
                 event_id = await publish(db, "fan.out", {"big": True})
                 await rx.wait_for(ENDPOINTS, timeout_s=120)
                 elapsed = time.monotonic() - t0
+                print(f"all requests {elapsed:.1f} s after publish")
                 await wait_until(
                     db,
                     "SELECT count(*) = $1 FROM hookd.deliveries WHERE state = 'delivered'",
@@ -145,6 +148,7 @@ async def test_one_event_for_10000_endpoints(dsn: str, db: asyncpg.Connection) -
             finally:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
+                await watch_conn.close()
     paths = Counter(r.path for r in rx.requests)
     assert len(paths) == ENDPOINTS and set(paths.values()) == {1}, "each endpoint exactly once"
     pieces = await _pieces(db, event_id)
