@@ -22,6 +22,7 @@ import pytest_asyncio
 
 from hookd.signing import generate_secret
 from hookd.store import QUERIES, Store
+
 from support.daemon import publish, running_daemon, wait_until
 from support.receiver import Receiver
 
@@ -95,9 +96,7 @@ async def test_pieces_resume_after_the_last_committed_one(
         big,
     )
     assert per_endpoint
-    assert await db.fetchval(
-        "SELECT count(*) FROM hookd.events WHERE fanned_out_at IS NULL"
-    ) == 0
+    assert await db.fetchval("SELECT count(*) FROM hookd.events WHERE fanned_out_at IS NULL") == 0
     assert (await store.fan_out(100, 60.0, max_deliveries=1000)).created == 0
 
 
