@@ -125,8 +125,8 @@ LEFT JOIN pairs p ON p.event_id = ins.event_id AND p.endpoint_id = ins.endpoint_
 -- Lease due pending deliveries (retries, expired leases, deliveries left unleased at fan-out) to
 -- $3 for $2 seconds: at most `room` of each endpoint in ($4, $5), $1 in all. First attempts go
 -- ahead of retries (a priority lane: a storm of late retries cannot take the whole batch), then
--- the most overdue first. One index probe per endpoint (deliveries_due_by_endpoint), whatever the
--- backlog of others.
+-- endpoints take turns, each one's most overdue first. One index probe per endpoint
+-- (deliveries_due_by_endpoint), whatever the backlog of others.
 -- Per-key ordering: a delivery with an ordering key is leased only as the head of its (endpoint,
 -- key). One behind an earlier open delivery of its key (pending, leased or not, or paused) is
 -- parked for $6 seconds instead, and one behind an earlier event of its key not yet fanned out for
@@ -156,9 +156,17 @@ WITH cand AS (
         FOR UPDATE SKIP LOCKED
     ) d
 ), due AS (
-    SELECT id FROM cand
-    WHERE blocked = 0
-    ORDER BY attempts > 0, next_attempt_at
+    -- Round-robin between endpoints: the first of each endpoint, then the second of each, and
+    -- so on (a backlog whose due times are all alike, e.g. after a long stop, would otherwise
+    -- give the whole batch to the endpoints listed first).
+    SELECT id FROM (
+        SELECT id, attempts, next_attempt_at,
+               row_number() OVER (PARTITION BY endpoint_id, attempts > 0
+                                  ORDER BY next_attempt_at) AS turn
+        FROM cand
+        WHERE blocked = 0
+    ) c
+    ORDER BY attempts > 0, turn, next_attempt_at
     LIMIT $1
 ), parked AS (
     UPDATE hookd.deliveries d
