@@ -348,6 +348,50 @@ def summary(
                     "void",
                 )
             } | {"missing": get(k, "ledger", "missing"), "expected": get(k, "ledger", "expected")}
+    if fo := by.get("fanout"):
+        out["fanout"] = {
+            k: fo.get(k)
+            for k in (
+                "params",
+                "fan_out_max_deliveries",
+                "pieces",
+                "largest_piece",
+                "fanned_out_s",
+                "first_delivery_s",
+                "all_delivered_s",
+                "deliveries_per_s",
+                "rss_idle_mib",
+                "peak_rss_mib",
+                "idle_cpu_cores_with_endpoints",
+            )
+        }
+        out["fanout"]["ledger"] = {
+            k: get(fo, "ledger", k) for k in ("expected", "delivered", "missing", "duplicates")
+        }
+    if cs := by.get("coldstart"):
+        out["coldstart"] = {
+            k: cs.get(k)
+            for k in (
+                "params",
+                "build_s",
+                "delivered_in_window",
+                "deliveries_per_s",
+                "endpoints_served",
+                "first_delivery_per_endpoint_s",
+                "per_endpoint_delivered",
+                "per_host_delivered",
+                "peak_requests_in_flight_per_host",
+                "rss_mib",
+                "peak_rss_mib",
+            )
+        }
+        out["coldstart"]["fresh_latency"] = get(cs, "fresh", "latency")
+        out["coldstart"]["fresh_ledger"] = {
+            k: get(cs, "fresh", k) for k in ("expected", "delivered", "missing", "duplicates")
+        }
+        out["coldstart"]["backlog_duplicates"] = get(cs, "backlog_ledger", "duplicates")
+    if st := by.get("status"):
+        out["status"] = {"exact_below": st.get("exact_below"), "sizes": st.get("sizes")}
     out["missing_total"] = sum(_missing(r) for r in by.values())
     rss = [v for r in by.values() for v in _rss_values(r, False)]
     out["hookd_peak_rss_mib"] = max(rss) if rss else None
@@ -552,6 +596,73 @@ def markdown(s: Mapping[str, Any]) -> str:
                 f"{_f(k.get('duplicated_not_held_by_a_killed_daemon'))}; "
                 f"{_f(k.get('deliveries_per_s'))} deliveries/s.",
             ]
+    if fo := s.get("fanout"):
+        led = fo.get("ledger", {})
+        lines += [
+            "",
+            f"One event for {_f(get(fo, 'params', 'endpoints'))} endpoints "
+            f"(fan_out_max_deliveries {_f(fo.get('fan_out_max_deliveries'))}):",
+            "",
+            "| pieces (largest) | fanned out | first / all delivered | deliveries/s "
+            "| RSS idle / peak MiB | idle CPU (cores) | expected = delivered + missing (dup.) |",
+            "|---|---|---|---|---|---|---|",
+            f"| {_f(fo.get('pieces'))} ({_f(fo.get('largest_piece'))}) "
+            f"| {_f(fo.get('fanned_out_s'), 3)} s "
+            f"| {_f(fo.get('first_delivery_s'), 3)} / {_f(fo.get('all_delivered_s'), 2)} s "
+            f"| {_f(fo.get('deliveries_per_s'))} "
+            f"| {_f(fo.get('rss_idle_mib'), 1)} / {_f(fo.get('peak_rss_mib'), 1)} "
+            f"| {_f(fo.get('idle_cpu_cores_with_endpoints'), 3)} "
+            f"| {_f(led.get('expected'))} = {_f(led.get('delivered'))} + "
+            f"{_f(led.get('missing'))} ({_f(led.get('duplicates'))}) |",
+        ]
+    if cs := s.get("coldstart"):
+        pe = cs.get("per_endpoint_delivered") or {}
+        rss = cs.get("rss_mib") or {}
+        first = cs.get("first_delivery_per_endpoint_s") or {}
+        fl = cs.get("fresh_ledger") or {}
+        lines += [
+            "",
+            f"Cold start on {_f(get(cs, 'params', 'deliveries'))} due deliveries for "
+            f"{_f(get(cs, 'params', 'endpoints'))} endpoints on 4 hosts "
+            f"({_f(get(cs, 'params', 'seconds'))} s window):",
+            "",
+            "| figure | value |",
+            "|---|---|",
+            f"| deliveries/s | {_f(cs.get('deliveries_per_s'))} |",
+            f"| endpoints served / first delivery p50, max | {_f(cs.get('endpoints_served'))} / "
+            f"{_f(first.get('p50'), 3)} s, {_f(first.get('max'), 3)} s |",
+        ]
+        for w, v in pe.items():
+            lines.append(
+                f"| per endpoint, {w.replace('_', ' ')}: min / max / Jain | {_f(v.get('min'))} / "
+                f"{_f(v.get('max'))} / {_f(v.get('jain'), 3)} |"
+            )
+        lines += [
+            f"| per host delivered | {cs.get('per_host_delivered')} |",
+            f"| most requests in flight per host (limit {_f(get(cs, 'params', 'per_host'))}) "
+            f"| {cs.get('peak_requests_in_flight_per_host')} |",
+            f"| RSS MiB at 10 s / 30 s / end / peak | {_f(rss.get('at_10_s'), 1)} / "
+            f"{_f(rss.get('at_30_s'), 1)} / {_f(rss.get('at_end'), 1)} / "
+            f"{_f(rss.get('peak'), 1)} |",
+            f"| fresh events commit→delivered p50 / p90 / p99 / max (ms) "
+            f"| {_lat(cs.get('fresh_latency'))} |",
+            f"| fresh ledger: expected = delivered + missing (dup.); backlog duplicates "
+            f"| {_f(fl.get('expected'))} = {_f(fl.get('delivered'))} + {_f(fl.get('missing'))} "
+            f"({_f(fl.get('duplicates'))}); {_f(cs.get('backlog_duplicates'))} |",
+        ]
+    if st := s.get("status"):
+        lines += [
+            "",
+            "| status figures query, pending | version 21 (ms, median / p90) "
+            "| cheap, as the daemon reads it | `--exact` |",
+            "|---|---|---|---|",
+        ]
+        for n, v in (st.get("sizes") or {}).items():
+            cells = [
+                f"{_f(v[q]['median_ms'], 1)} / {_f(v[q]['p90_ms'], 1)}"
+                for q in ("v21", "cheap", "exact")
+            ]
+            lines.append(f"| {_f(int(n))} | " + " | ".join(cells) + " |")
     if po := s.get("publish"):
         lines += [
             "",
