@@ -108,6 +108,9 @@ class Dispatcher:
         """Whether the last `_rooms` covered only a window of the endpoints."""
         self._rooms_had_backlog = False
         """Whether that window held endpoints known to have deliveries waiting."""
+        self._rooms_looked = 0
+        self._empty_looked = 0
+        """Endpoints looked at by due claims in a row that found nothing."""
         """Set when the process held max_in_flight; cleared once refill_at() slots are free."""
         """Where `_rooms` starts sharing free slots among endpoints (round-robin)."""
         self.planner = WakePlanner(cfg.daemon)
@@ -203,7 +206,7 @@ class Dispatcher:
                 self._endpoints[gone].deleted = True
         self._endpoints_loaded_at = time.monotonic()
 
-    def _rooms(self) -> tuple[list[tuple[int, int]], list[int]]:
+    def _rooms(self, for_fan_out: bool = False) -> tuple[list[tuple[int, int]], list[int]]:
         """(endpoint, room) pairs this process may claim for now, and the endpoints held back.
 
         Never more sendable endpoints than free slots (each gets at least one): with thousands
@@ -218,9 +221,14 @@ class Dispatcher:
         start = self._rooms_start % n if n else 0
         at = list(range(start, n)) + list(range(start))
         if n > free:
-            # Only a window of them fits: endpoints known to have deliveries waiting first (a
-            # window of idle ones would come back empty and leave the loop waiting for the poll).
-            at = [i for i in at if items[i][1].backlog] + [i for i in at if not items[i][1].backlog]
+            # Only a window of them fits. For a due claim, endpoints known to have deliveries
+            # waiting come first (a window of idle ones would come back empty); for a fan-out,
+            # those without (new events for an idle endpoint are leased at once, not queued
+            # behind a backlog's turn), and the fan-out's window does not move the rotation, or
+            # the due claims would only ever see every other window.
+            waiting = [i for i in at if items[i][1].backlog]
+            idle = [i for i in at if not items[i][1].backlog]
+            at = idle + waiting if for_fan_out else waiting + idle
         rooms, blocked, looked = claim_rooms(
             [items[i] for i in at],
             self.ledger.origin_held,
@@ -230,9 +238,11 @@ class Dispatcher:
             time.monotonic(),
             want=max(free, 0),
         )
-        self._rooms_partial = looked < n
-        self._rooms_had_backlog = any(items[i][1].backlog for i in at[:looked])
-        if 0 < looked < n:
+        if not for_fan_out:
+            self._rooms_partial = looked < n
+            self._rooms_looked = looked
+            self._rooms_had_backlog = any(items[i][1].backlog for i in at[:looked])
+        if 0 < looked < n and not for_fan_out:
             # The next look starts after the last endpoint this one took, in rotation order.
             self._rooms_start = max((i - start) % n for i in at[:looked]) + start + 1
         # Never lease more than the process may hold; share what is free evenly, so that no
@@ -327,7 +337,7 @@ class Dispatcher:
             # scan from the start at least every poll interval, even while a backlog drains.
             self._fan_out_after = 0
             self._full_scan_at = now + cfg.poll_interval_s
-        rooms, _ = self._rooms()
+        rooms, _ = self._rooms(for_fan_out=True)
         self._m_claims_fan_out.inc()
         lease_from = time.monotonic()
         batch = cfg.claim_batch
@@ -388,15 +398,26 @@ class Dispatcher:
             if len(due) >= limit or claim.parked:
                 # Parked deliveries (behind an earlier one of their ordering key) took room.
                 self._due_wanted = True
-            elif self._rooms_partial and (due or self._rooms_had_backlog):
-                # Only a window of the endpoints was asked: the next window may have more.
+            elif self._rooms_partial and (
+                due or self._rooms_had_backlog or self._empty_looked < len(self._endpoints)
+            ):
+                # Only a window of the endpoints was asked: the next window may have more, until
+                # a whole round of windows came back empty.
                 self._due_wanted = True
                 window_more = True
+            self._empty_looked = 0 if due else self._empty_looked + self._rooms_looked
             got = Counter(d.endpoint_id for d in due)
+            cut_short = len(due) >= limit
             for ep, room in rooms:
                 if (rt := self._endpoints.get(ep)) is not None:
-                    # A full room means more may be waiting; less means it was all there was.
-                    rt.backlog = got[ep] + claim.parked.get(ep, 0) >= room
+                    # A full room means more may be waiting; less means it was all there was,
+                    # unless the claim's limit cut it short (then nothing is known).
+                    rt.backlog = cut_short or got[ep] + claim.parked.get(ep, 0) >= room
+            if not self._rooms_partial:
+                # Endpoints take turns in the order of `rooms` (claim_due): the next claim starts
+                # after those served, or with more endpoints than the limit the same ones would
+                # win every tie.
+                self._rooms_start += len(got)
             await self._dispatch(due, now)
         found = bool(fan.events_claimed or fan.created or due)
         return found, full or window_more or (limit > 0 and len(due) >= limit)

@@ -12,6 +12,12 @@ ALTER TABLE hookd.events ADD COLUMN fan_out_cursor bigint;
 -- entry.
 CREATE INDEX deliveries_pending_age ON hookd.deliveries (created_at) WHERE state = 'pending';
 
+-- The capped counts of paused and failed deliveries (status_counts) read only those: the older
+-- deliveries_open_by_endpoint holds every pending one too, and with a million pending a count of
+-- paused through it (or a sequential scan) reads them all. Written only when a delivery is paused
+-- or dead-lettered.
+CREATE INDEX deliveries_paused_failed ON hookd.deliveries (state) WHERE state IN ('paused', 'failed');
+
 -- The planner's estimate of the rows `query` returns (EXPLAIN, no execution): from the table's
 -- current size and its statistics as of the last ANALYZE (autovacuum's or an operator's), so it
 -- lags a quickly changing backlog. status_counts uses it only above the exact-count cap. VOLATILE:

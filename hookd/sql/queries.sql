@@ -135,8 +135,8 @@ LEFT JOIN pairs p ON p.event_id = ins.event_id AND p.endpoint_id = ins.endpoint_
 -- open one ends, keys_next_due makes the next one due at once. Parked rows are returned with
 -- `parked` true and no event columns.
 WITH cand AS (
-    SELECT d.*
-    FROM unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room)
+    SELECT d.*, r.pos
+    FROM unnest($4::bigint[], $5::int[]) WITH ORDINALITY AS r (endpoint_id, room, pos)
     CROSS JOIN LATERAL (
         SELECT q.id, q.endpoint_id, q.attempts, q.next_attempt_at,
                CASE WHEN q.ordering_key IS NULL THEN 0
@@ -159,14 +159,15 @@ WITH cand AS (
     -- Round-robin between endpoints: the first of each endpoint, then the second of each, and
     -- so on (a backlog whose due times are all alike, e.g. after a long stop, would otherwise
     -- give the whole batch to the endpoints listed first).
+    -- Within a turn, endpoints in the order of ($4, $5): the caller rotates it.
     SELECT id FROM (
-        SELECT id, attempts, next_attempt_at,
+        SELECT id, attempts, pos,
                row_number() OVER (PARTITION BY endpoint_id, attempts > 0
                                   ORDER BY next_attempt_at) AS turn
         FROM cand
         WHERE blocked = 0
     ) c
-    ORDER BY attempts > 0, turn, next_attempt_at
+    ORDER BY attempts > 0, turn, pos
     LIMIT $1
 ), parked AS (
     UPDATE hookd.deliveries d
@@ -365,16 +366,20 @@ RETURNING id;
 -- instead (hookd.row_estimate, never below $1 + 1) and is named in `estimated`. The oldest
 -- pending delivery is one probe of deliveries_pending_age. Failed attempts of the last hour only
 -- when $2 (that reads the hour's attempts; the daemon's metrics do not need it).
-WITH c AS (
+-- MATERIALIZED: inlined, every reference to a count below would run its subquery again. Each
+-- capped scan is ordered by its partial index's column (deliveries_pending_age,
+-- deliveries_paused_failed): for a state the statistics say is empty, the planner would otherwise
+-- pick a sequential scan that stops at the first row, and read the whole table when there is none.
+WITH c AS MATERIALIZED (
     SELECT
         (SELECT count(*) FROM (SELECT FROM hookd.events WHERE fanned_out_at IS NULL
-                               LIMIT $1 + 1) s) AS outbox_backlog,
+                               ORDER BY id LIMIT $1 + 1) s) AS outbox_backlog,
         (SELECT count(*) FROM (SELECT FROM hookd.deliveries WHERE state = 'pending'
-                               LIMIT $1 + 1) s) AS pending,
+                               ORDER BY created_at LIMIT $1 + 1) s) AS pending,
         (SELECT count(*) FROM (SELECT FROM hookd.deliveries WHERE state = 'paused'
-                               LIMIT $1 + 1) s) AS paused,
+                               ORDER BY state LIMIT $1 + 1) s) AS paused,
         (SELECT count(*) FROM (SELECT FROM hookd.deliveries WHERE state = 'failed'
-                               LIMIT $1 + 1) s) AS failed
+                               ORDER BY state LIMIT $1 + 1) s) AS failed
 )
 SELECT
     CASE WHEN c.outbox_backlog > $1 THEN greatest($1 + 1, hookd.row_estimate(
