@@ -34,7 +34,7 @@ from hookd.models import (
     Endpoint,
     WindowStats,
 )
-from hookd.secretbox import generate_key
+from hookd.secretbox import MissingSecretKey, generate_key
 from hookd.service import (
     MAX_PAGE_SIZE,
     MAX_TEST_WAIT_S,
@@ -133,9 +133,22 @@ def _one_line(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _mask(secret: str) -> str:
-    """Only the kind of a secret, never any of its characters."""
+def _mask(ep: Endpoint) -> str:
+    """Only the kind of an endpoint's secret, never any of its characters; "encrypted" when no key
+    is configured to read it (showing no secret needs no key)."""
+    try:
+        secret = ep.secret
+    except MissingSecretKey:
+        return "encrypted"
     return secret.split("_", 1)[0] + "_…" if "_" in secret else "…"
+
+
+def _signature(ep: Endpoint) -> str:
+    """The signature scheme of an endpoint's secret (unknown when no key is configured)."""
+    try:
+        return "ed25519 (v1a)" if ep.secret.startswith("whsk_") else "hmac (v1)"
+    except MissingSecretKey:
+        return "(unknown: no key configured)"
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -314,7 +327,7 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
                     "enabled": e.enabled,
                     "disabled_reason": e.disabled_reason,
                     "description": e.description,
-                    "secret": _mask(e.secret),
+                    "secret": _mask(e),
                 }
                 for e in eps
             ]
@@ -324,7 +337,7 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
         for e in eps:
             print(
                 f"{e.id:>5}  {'yes' if e.enabled else 'no':7}  {e.tenant or '-':12}  "
-                f"{','.join(e.event_types):24}  {_mask(e.secret):12}  {e.url}"
+                f"{','.join(e.event_types):24}  {_mask(e):12}  {e.url}"
             )
         return 0
 
@@ -346,7 +359,10 @@ _EFFECTIVE: dict[str, Callable[[config.Config], Any]] = {
 
 def _auth_kinds(ep: Endpoint) -> list[str]:
     """How hookd authenticates to the endpoint, by kind only (never a credential)."""
-    creds = ep.credentials or {}
+    try:
+        creds = ep.credentials or {}
+    except MissingSecretKey:
+        return ["encrypted (no key configured to read the kinds)"] if ep.stored_credentials else []
     kinds = [k for k in ("basic", "bearer", "oauth2") if k in creds]
     if "headers" in creds:
         kinds.append("headers (" + ", ".join(sorted(creds["headers"])) + ")")
@@ -379,8 +395,8 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
             "disabled_reason": ep.disabled_reason,
             "description": ep.description,
             "metadata": dict(ep.metadata or {}),
-            "secret": _mask(ep.secret),
-            "signature": "ed25519 (v1a)" if ep.secret.startswith("whsk_") else "hmac (v1)",
+            "secret": _mask(ep),
+            "signature": _signature(ep),
             "previous_secret_until": ep.previous_secret_until,
             "overrides": dict(ep.settings),
             "settings": effective,
@@ -402,7 +418,7 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
             ("event types", ", ".join(ep.event_types)),
             ("payload filter", ep.payload_filter or "none"),
             ("description", ep.description or "-"),
-            ("secret", f"{_mask(ep.secret)} {data['signature']}"),
+            ("secret", f"{_mask(ep)} {data['signature']}"),
         ]
         if ep.previous_secret_until is not None and ep.previous_secret_until > now:
             rows.append(("previous secret", f"also signs until {_time(ep.previous_secret_until)}"))

@@ -143,15 +143,17 @@ class Daemon:
             log.info("hookd stopped before it was ready")
             return
         store = self._store = opening.result()
-        if not box.encrypting:
-            log.warning(
-                "no secret key configured (security.secret_key_file or HOOKD_SECRET_KEY): "
-                "endpoint secrets are stored unencrypted"
-            )
         try:
             install_id = await store.install_id()
-            # Fail now, with one clear line, if stored secrets cannot be read with this key.
-            await store.endpoints()
+            # Fail now, with one clear line, if stored secrets cannot be read with this key
+            # (endpoints decrypt only when read); only then is "stored unencrypted" true.
+            for ep in await store.endpoints():
+                ep.check_secrets()
+            if not box.encrypting:
+                log.warning(
+                    "no secret key configured (security.secret_key_file or HOOKD_SECRET_KEY): "
+                    "endpoint secrets are stored unencrypted"
+                )
             writer = OutcomeWriter(store, cfg.daemon.flush_interval_s, cfg.daemon.flush_batch)
             # Teardown order (reverse of this): the API and then the admin server stop answering
             # first, then the HTTP pools close (after every attempt ended), and the store's pool

@@ -170,19 +170,20 @@ def _endpoint(r: asyncpg.Record, box: SecretBox) -> Endpoint:
         url=r["url"],
         tenant=r["tenant"],
         event_types=tuple(r["event_types"]),
-        secret=box.open(r["secret"]),
+        stored_secret=r["secret"],
         enabled=r["enabled"],
         disabled_reason=r["disabled_reason"],
         settings=orjson.loads(settings) if isinstance(settings, str) else settings,
         created_at=r["created_at"],
         breaker_open_until=r["breaker_open_until"],
-        previous_secret=box.open(r["previous_secret"]) if r["previous_secret"] else None,
+        stored_previous_secret=r["previous_secret"],
         previous_secret_until=r["previous_secret_until"],
-        credentials=orjson.loads(box.open(creds)) if creds else None,
+        stored_credentials=creds,
         updated_at=r["updated_at"],
         description=r["description"],
         metadata=_json(r["metadata"]),
         payload_filter=r["payload_filter"],
+        opener=box.open,
     )
 
 
