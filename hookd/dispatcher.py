@@ -149,12 +149,13 @@ class Dispatcher:
         return sum(1 for rt in self._endpoints.values() if rt.breaker.state != "closed")
 
     def reconfigure(self, cfg: Config) -> None:
-        """Apply a reloaded configuration: limits, retry policy, timeouts; reload endpoints soon.
+        """Apply a reloaded configuration: limits, retry policy, timeouts, the SSRF guard ([security]
+        allow_cidrs, allow_hosts, ssrf_guard); reload endpoints soon.
 
         In-flight work keeps going; new limits apply as slots are taken and given back.
         """
         self._cfg = cfg
-        self._pools.reconfigure(cfg.http)
+        self._pools.reconfigure(cfg.http, cfg.security.policy())
         for rt in self._endpoints.values():
             rt.update(rt.endpoint, cfg)
         self.ledger.reconfigure(cfg)
