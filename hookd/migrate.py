@@ -61,9 +61,23 @@ CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, Timeou
 malformed."""
 
 
+REFUSED_LOGIN_STATES = frozenset({"28000", "28P01", "3D000"})
+"""SQLSTATEs of a login the server refuses for good: invalid_authorization_specification (no such
+role, or pg_hba.conf refuses it), invalid_password, invalid_catalog_name (no such database)."""
+
+
+def refused_login(exc: BaseException) -> bool:
+    """Whether `exc` is the server refusing the login itself (see REFUSED_LOGIN_STATES)."""
+    return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in REFUSED_LOGIN_STATES
+
+
 def cannot_connect(exc: BaseException) -> DatabaseUnavailable:
-    """The one-line error for a failed connection attempt (no driver traceback)."""
-    return DatabaseUnavailable(f"cannot connect to the database: {exc or type(exc).__name__}")
+    """The one-line error for a failed connection attempt (no driver traceback); a refused login
+    (no such role or database, a wrong password) names `database.dsn`, the setting to fix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if refused_login(exc):
+        return DatabaseUnavailable(f"cannot connect to the database: {text} (database.dsn)")
+    return DatabaseUnavailable(f"cannot connect to the database: {text}")
 
 
 INSUFFICIENT_PRIVILEGE = "42501"

@@ -347,7 +347,8 @@ class Store:
             await store.close()
             if denial is not None:
                 raise denial from None
-            if isinstance(exc, Exception) and is_transient(exc):
+            # min_size 0 means the first acquire is the first login: a refused one ends here.
+            if isinstance(exc, Exception) and (is_transient(exc) or migrate.refused_login(exc)):
                 raise migrate.cannot_connect(exc) from None
             raise
         if denied is not None:
