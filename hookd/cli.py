@@ -870,7 +870,10 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         done = await service.replay(OPERATOR, selection, dry_run=args.dry_run)
         which = " or ".join(s.value for s in states)
         if done.count == 0:
-            return _nothing(f"no {which} deliveries match{_described(args)}")
+            chosen = (
+                "" if args.state else " (--state failed, the default; --state delivered for those)"
+            )
+            return _nothing(f"no {which} deliveries match{_described(args)}{chosen}")
         if args.dry_run:
             print(f"{done.count} {which} deliveries would be replayed (dry run: nothing changed)")
         else:
@@ -1282,7 +1285,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("delivery_id", type=int)
     p.set_defaults(fn=cmd_resend)
 
-    p = sub.add_parser("replay", help="send one endpoint's delivered or failed deliveries again")
+    p = sub.add_parser(
+        "replay",
+        help="send one endpoint's failed deliveries again (delivered ones with --state delivered)",
+    )
     _db_args(p)
     p.add_argument("--endpoint", type=int, required=True, metavar="ID")
     p.add_argument("--event-type", help="only deliveries of this event type")
@@ -1291,7 +1297,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--state",
         action="append",
         choices=["delivered", "failed"],
-        help="deliveries in this state (repeatable; default failed)",
+        help="deliveries in this state (repeatable; default: failed only)",
     )
     p.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
     p.set_defaults(fn=cmd_replay)

@@ -521,7 +521,10 @@ _SCHEMAS: dict[str, Schema] = {
             "dry_run": {"type": "boolean", "default": False},
         },
         ("endpoint_id",),
-        description="Deliveries of one endpoint in final states to make pending again.",
+        description=(
+            "Deliveries of one endpoint in final states to make pending again; `states` defaults"
+            " to failed only."
+        ),
     ),
     "ActionResult": _object(
         {

@@ -211,6 +211,7 @@ async def test_deliveries_attempts_resend_test_and_retry(
             nothing(
                 await run_cli("replay", "--dsn", dsn, "--endpoint", str(good), "--dry-run"),
                 "no failed deliveries match",
+                "--state failed, the default",
             )
 
             # Resend the delivered one: a second request with the same webhook-id.
