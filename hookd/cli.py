@@ -126,6 +126,11 @@ def _print_json(value: Any) -> None:
     print(orjson.dumps(value, default=_json_default).decode())
 
 
+def _flat(text: str) -> str:
+    """`text` on one line (runs of whitespace, line breaks included, become one space), whole."""
+    return " ".join(text.split())
+
+
 def _one_line(text: str | None, width: int) -> str:
     if not text:
         return "-"
@@ -713,7 +718,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 def _print_deliveries(rows: Sequence[DeliveryRecord]) -> None:
     print(
         f"{'id':>8}  {'event':>8}  {'endpoint':>8}  {'state':9}  {'attempts':>8}  {'last':>5}  "
-        f"{'created':20}  {'next / finished':20}  type / last error"
+        f"{'created':20}  {'next / finished':20}  type"
     )
     for r in rows:
         when = r.finished_at if r.state in (DeliveryState.DELIVERED, DeliveryState.FAILED) else None
@@ -723,8 +728,11 @@ def _print_deliveries(rows: Sequence[DeliveryRecord]) -> None:
         print(
             f"{r.id:>8}  {r.event_id:>8}  {r.endpoint_id:>8}  {r.state.value:9}  "
             f"{r.attempts:>8}  {r.last_status or '-':>5}  {_time(r.created_at):20}  {note:20}  "
-            f"{r.event_type}" + (f" / {_one_line(r.last_error, 80)}" if r.last_error else "")
+            f"{r.event_type}"
         )
+        if r.last_error:
+            # On its own line, whole: its end names the setting to change.
+            print(f"{'':10}last error: {_flat(r.last_error)}")
 
 
 async def cmd_deliveries(args: argparse.Namespace) -> int:
@@ -776,13 +784,15 @@ async def cmd_attempts(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(rows)
         else:
-            print(f"{'attempt':>7}  {'started':20}  {'ms':>7}  {'status':>6}  {'error':32}  body")
+            # The error goes on its own line, whole: its end names the setting to change.
+            print(f"{'attempt':>7}  {'started':20}  {'ms':>7}  {'status':>6}  body / error")
             for a in rows:
                 print(
                     f"{a.attempt:>7}  {_time(a.started_at):20}  {a.duration_s * 1000:>7.0f}  "
-                    f"{a.status or '-':>6}  {_one_line(a.error, 32):32}  "
-                    f"{_one_line(a.response_body, 60)}"
+                    f"{a.status or '-':>6}  {_one_line(a.response_body, 60)}"
                 )
+                if a.error:
+                    print(f"{'':9}error: {_flat(a.error)}")
         if not rows:
             return _nothing(f"delivery {args.delivery_id} has no attempts yet")
         return 0

@@ -299,3 +299,21 @@ async def test_status_is_a_readable_table(dsn: str, db: asyncpg.Connection) -> N
         (broken, 0),
         (failing, 1),
     ]
+
+
+async def test_tables_show_the_whole_error_naming_the_timeout_setting(
+    dsn: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    cfg = str(write_config(tmp_path / "hookd.toml"))
+    async with Receiver() as rx:
+        rx.script("/slow", ["hang"])
+        ep = await _add(dsn, "--config", cfg, "--url", rx.url_for("/slow"), "--max-attempts", "1")
+        ok(await run_cli("endpoint", "settings", str(ep), "--timeout", "0.5", "--dsn", dsn))
+        await db.execute("SELECT hookd.publish('order.paid', '{}')")
+        async with running_daemon(dsn):
+            await wait_until(db, "SELECT count(*) = 1 FROM hookd.deliveries WHERE state = 'failed'")
+        d, last_error = await db.fetchrow("SELECT id, last_error FROM hookd.deliveries")
+        assert "timeout" in last_error and f"endpoint {ep}" in last_error, last_error
+        for args in (("attempts", str(d)), ("deliveries", "--id", str(d)), ("deliveries",)):
+            out = ok(await run_cli(*args, "--dsn", dsn))
+            assert " ".join(last_error.split()) in out, out
