@@ -10,6 +10,9 @@ from typing import Any
 
 import orjson
 
+TEST_EVENT_TYPE = "hookd.ping"
+"""Event type of hookd's own test event (`hookd endpoint test`): its delivery gets one attempt."""
+
 
 def _as_stored(value: str) -> str:
     return value

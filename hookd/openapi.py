@@ -886,7 +886,8 @@ _PATHS: dict[str, Schema] = {
     "/v1/endpoints/{id}/test": {
         "post": _operation(
             "sendTest",
-            "Deliver a signed hookd.ping event to this endpoint and wait for the attempt",
+            "Deliver a signed hookd.ping event to this endpoint and wait for the attempt (a"
+            " hookd.ping gets one attempt: a failed one ends the delivery failed, not retried)",
             {
                 "200": {
                     **_json(

@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from hookd import models
 from hookd.auth import validate_credentials
 from hookd.catalogue import check_example, check_schema, document, name_problem
 from hookd.destinations import DestinationPolicy, DestinationRefused, literal_addresses
@@ -59,8 +60,8 @@ MAX_PAGE_SIZE = 500
 
 DEFAULT_PAGE_SIZE = 50
 
-TEST_EVENT_TYPE = "hookd.ping"
-"""Event type of the signed test event `send_test` delivers to one endpoint."""
+TEST_EVENT_TYPE = models.TEST_EVENT_TYPE
+"""Event type of the signed test event `send_test` delivers to one endpoint (one attempt only)."""
 
 MAX_TEST_WAIT_S = 30.0
 """Longest `send_test` waits for the attempt's result, in seconds."""

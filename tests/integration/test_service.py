@@ -441,3 +441,33 @@ async def test_stats_and_attempt_log(service: Service, db: asyncpg.Connection) -
         (2, 500, None),
         (3, 200, None),
     ]
+
+
+async def test_a_failed_test_ping_gets_exactly_one_attempt_and_says_it_was_a_test(
+    dsn: str, service: Service, db: asyncpg.Connection
+) -> None:
+    """A hookd.ping is not retried: it ends failed after its first failed attempt, with a
+    last_error saying so, while an ordinary event to the same endpoint is retried."""
+    fast = {"retry": {"schedule_s": [0.0, 0.05, 0.05], "max_attempts": 3, "jitter": 0.0}}
+    async with Receiver(default=500) as rx, running_daemon(dsn, fast):
+        ep, _ = await service.create_endpoint(OPERATOR, NewEndpoint(url=rx.url_for("/down")))
+        result = await service.send_test(OPERATOR, ep.id, 10)
+        assert result.attempt is not None and result.attempt.status == 500
+        test_d = result.delivery.id
+        await db.fetchval("SELECT hookd.publish('order.paid', '{}')")
+        await wait_until(
+            db,
+            "SELECT count(*) = 2 FROM hookd.deliveries WHERE state = 'failed'",
+            timeout_s=15,
+        )
+        rows = {
+            r["id"]: r
+            for r in await db.fetch("SELECT id, attempts, last_error FROM hookd.deliveries")
+        }
+    assert rows[test_d]["attempts"] == 1
+    assert "test" in rows[test_d]["last_error"] and "not retried" in rows[test_d]["last_error"]
+    (other,) = [r for i, r in rows.items() if i != test_d]
+    assert other["attempts"] == 3
+    assert (
+        await db.fetchval("SELECT count(*) FROM hookd.attempts WHERE delivery_id = $1", test_d) == 1
+    )
