@@ -126,6 +126,11 @@ def _print_json(value: Any) -> None:
     print(orjson.dumps(value, default=_json_default).decode())
 
 
+def _deliveries(count: int, state: str) -> str:
+    """ "1 failed delivery", "3 failed deliveries"."""
+    return f"{count} {state} {'delivery' if count == 1 else 'deliveries'}"
+
+
 def _flat(text: str) -> str:
     """`text` on one line (runs of whitespace, line breaks included, become one space), whole."""
     return " ".join(text.split())
@@ -843,7 +848,8 @@ async def cmd_retry(args: argparse.Namespace) -> int:
         if done.count == 0:
             return _nothing(f"no failed deliveries match{_described(args) or ' --all'}")
         print(
-            f"{done.count} failed deliveries queued for another attempt{_paused_note(done.paused)}"
+            f"{_deliveries(done.count, 'failed')} queued for another attempt"
+            f"{_paused_note(done.paused)}"
         )
         return 0
 
@@ -885,9 +891,9 @@ async def cmd_replay(args: argparse.Namespace) -> int:
             )
             return _nothing(f"no {which} deliveries match{_described(args)}{chosen}")
         if args.dry_run:
-            print(f"{done.count} {which} deliveries would be replayed (dry run: nothing changed)")
+            print(f"{_deliveries(done.count, which)} would be replayed (dry run: nothing changed)")
         else:
-            print(f"{done.count} {which} deliveries replayed{_paused_note(done.paused)}")
+            print(f"{_deliveries(done.count, which)} replayed{_paused_note(done.paused)}")
         return 0
 
     return await _with_service(args, go)

@@ -224,12 +224,13 @@ class Dispatcher:
             except (StoreUnavailable, SecretKeyError) as exc:
                 self._metrics.db_errors.inc()
                 if self.db_ok:
+                    # StoreUnavailable already reads "database unavailable (cause)".
                     what = (
-                        "database unavailable"
+                        str(exc)
                         if isinstance(exc, StoreUnavailable)
-                        else "cannot read stored endpoint secrets (security.secret_key_file)"
+                        else f"cannot read stored endpoint secrets (security.secret_key_file): {exc}"
                     )
-                    log.warning("%s (%s); retrying with backoff", what, exc)
+                    log.warning("%s; retrying with backoff", what)
                 self.db_ok = False
                 await self._pause(backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)

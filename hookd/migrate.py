@@ -153,8 +153,9 @@ SELECT current_user::text AS role, n.oid IS NOT NULL AS schema_exists, array(
         SELECT 0 AS o, '' AS obj, 'USAGE on schema hookd' AS what
         WHERE NOT has_schema_privilege(n.oid, 'USAGE')
         UNION ALL
-        SELECT 1, c.oid::regclass::text,
-               string_agg(p.priv, ', ' ORDER BY p.i) || ' on table ' || c.oid::regclass::text
+        SELECT 1, format('%I.%I', n.nspname, c.relname),
+               string_agg(p.priv, ', ' ORDER BY p.i) || ' on table '
+                   || format('%I.%I', n.nspname, c.relname)
         FROM pg_class c
         CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'])
             WITH ORDINALITY AS p (priv, i)
@@ -162,7 +163,8 @@ SELECT current_user::text AS role, n.oid IS NOT NULL AS schema_exists, array(
           AND NOT has_table_privilege(c.oid, p.priv)
         GROUP BY c.oid
         UNION ALL
-        SELECT 2, f.oid::regprocedure::text, 'EXECUTE on function ' || f.oid::regprocedure::text
+        SELECT 2, f.oid::regprocedure::text, 'EXECUTE on function '
+            || format('%I.%I(%s)', n.nspname, f.proname, pg_get_function_identity_arguments(f.oid))
         FROM pg_proc f
         WHERE f.pronamespace = n.oid AND NOT has_function_privilege(f.oid, 'EXECUTE')
     ) m ORDER BY m.o, m.obj

@@ -231,7 +231,7 @@ async def test_deliveries_attempts_resend_test_and_retry(
                     "--dry-run",
                 )
             )  # fmt: skip
-            assert dry.startswith("1 delivered deliveries would be replayed"), dry
+            assert dry.startswith("1 delivered delivery would be replayed"), dry
             assert await db.fetchval(
                 "SELECT state = 'delivered' FROM hookd.deliveries WHERE id = $1", good_d
             )
@@ -243,7 +243,7 @@ async def test_deliveries_attempts_resend_test_and_retry(
             assert failed.returncode == 1 and "HTTP 500" in failed.stdout, failed.describe()
 
             out = ok(await run_cli("retry", "--dsn", dsn, "--id", str(bad_d)))
-            assert out.startswith("1 failed deliveries queued"), out
+            assert out.startswith("1 failed delivery queued"), out
             await rx.wait_for(2, path="/bad", timeout_s=10)
     pings = [r.path for r in rx.requests if r.json["type"] == "hookd.ping"]
     assert sorted(pings) == ["/bad", "/good"]
@@ -317,3 +317,19 @@ async def test_tables_show_the_whole_error_naming_the_timeout_setting(
         for args in (("attempts", str(d)), ("deliveries", "--id", str(d)), ("deliveries",)):
             out = ok(await run_cli(*args, "--dsn", dsn))
             assert " ".join(last_error.split()) in out, out
+
+
+async def test_retry_of_one_delivery_is_singular(dsn: str, db: asyncpg.Connection) -> None:
+    ep = await _add(dsn, "--url", "https://receiver.example/h")
+    event_id = await db.fetchval(
+        "INSERT INTO hookd.events (event_type, payload, fanned_out_at)"
+        " VALUES ('order.paid', '{}', now()) RETURNING id"
+    )
+    d = await db.fetchval(
+        "INSERT INTO hookd.deliveries (event_id, endpoint_id, state, attempts, finished_at)"
+        " VALUES ($1, $2, 'failed', 1, now()) RETURNING id",
+        event_id,
+        ep,
+    )
+    out = ok(await run_cli("retry", "--id", str(d), "--dsn", dsn))
+    assert out.startswith("1 failed delivery queued for another attempt"), out

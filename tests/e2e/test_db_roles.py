@@ -113,9 +113,11 @@ async def test_a_daemon_with_some_grants_missing_stops_at_start_with_one_line(
     who = _ident(roles.nobody)
     await db.execute(f"GRANT USAGE ON SCHEMA hookd TO {who}")
     await db.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA hookd TO {who}")
+    # A role named hookd finds schema hookd on its search_path ("$user"): names stay qualified.
+    await db.execute(f"ALTER ROLE {who} SET search_path = hookd, public")
     cfg = write_config(tmp_path / "hookd.toml")
     result = await run_cli("run", "--dsn", roles.nobody_dsn, "--config", str(cfg), timeout_s=30)
-    one_error_line(result, f'role "{roles.nobody}"', "INSERT", "hookd.", "--daemon-role")
+    one_error_line(result, f'role "{roles.nobody}"', "INSERT", "on table hookd.", "--daemon-role")
 
 
 async def test_migrate_as_a_role_without_grants_gets_one_line(roles: Roles) -> None:
