@@ -54,6 +54,9 @@ EXIT_USAGE = 2
 EXIT_NOTHING = 1
 """Exit status of a command whose selection matched nothing (or whose test did not get a 2xx)."""
 
+EXIT_BROKEN_PIPE = 141
+"""Exit status when stdout's reader went away (128 + SIGPIPE, as a shell reports it)."""
+
 OPERATOR = Scope()
 
 NO_KEY_WARNING = (
@@ -1348,12 +1351,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         result: Any = uvloop.run(args.fn(args))
+        # Flush here, not at exit, so a reader that went away is handled below.
+        sys.stdout.flush()
         return int(result)
     except HookdError as exc:
         print(f"hookd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`hookd ... | head -1`): stop quietly, as Python's
+        # documentation on SIGPIPE advises; stdout goes to devnull so the flush at exit cannot
+        # fail again. 141 is 128 + SIGPIPE, what a shell reports for a writer SIGPIPE killed.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":
