@@ -3,10 +3,12 @@ status, demo, and event-type (the event catalogue, in hookd/cli_catalogue.py). E
 catalogue and action commands go through the operating service (hookd/service.py) as an operator
 (`Scope()`), the same code the HTTP API runs.
 
-User mistakes (bad configuration, unreachable database, invalid input, no such object, a state
-that forbids the action) end with one line on stderr starting with "hookd: error:" and exit
-status 2; never a traceback. A command whose selection matches nothing says so on stderr
-("hookd: no failed deliveries match ...") and exits 1.
+Exit statuses: 0 done; 2 for a mistake: bad configuration, unreachable database, invalid input,
+an id given explicitly (`--id`, `--endpoint`, `--event`, an argument) that does not exist, a
+state that forbids the action; one line on stderr starting with "hookd: error:", never a
+traceback. 1 for a valid selection (every id it names exists) that matches nothing, said on
+stderr ("hookd: no failed deliveries match ..."), and for a test that got no 2xx. 141 when the
+reader of stdout went away (`hookd ... | head -1`).
 """
 
 from __future__ import annotations
@@ -40,7 +42,6 @@ from hookd.service import (
     MAX_TEST_WAIT_S,
     EndpointChanges,
     NewEndpoint,
-    NotFound,
     PageRequest,
     Scope,
     Selection,
@@ -762,6 +763,13 @@ async def cmd_deliveries(args: argparse.Namespace) -> int:
                 until=until,
             )
             rows = page.items
+        if not rows:
+            # An unknown id given explicitly is a mistake (exit 2), not an empty selection; a
+            # deleted endpoint keeps its deliveries, so it is looked up only when none matched.
+            if args.endpoint is not None:
+                await service.get_endpoint(OPERATOR, args.endpoint)
+            if args.event is not None:
+                await service.get_event(OPERATOR, args.event)
         if args.json:
             _print_json(rows)
         elif rows:
@@ -842,12 +850,7 @@ async def cmd_retry(args: argparse.Namespace) -> int:
     )
 
     async def go(service: Service, cfg: config.Config) -> int:
-        try:
-            done = await service.retry(OPERATOR, selection)
-        except NotFound as exc:
-            if args.id and str(exc).startswith("no delivery"):
-                return _nothing(f"no failed deliveries match{_described(args)} ({exc})")
-            raise
+        done = await service.retry(OPERATOR, selection)
         if done.count == 0:
             return _nothing(f"no failed deliveries match{_described(args) or ' --all'}")
         print(

@@ -207,7 +207,9 @@ async def test_deliveries_attempts_resend_test_and_retry(
                 "no failed deliveries match",
                 f"--id {good_d}",
             )
-            nothing(await run_cli("retry", "--dsn", dsn, "--id", "99999"), "no failed deliveries")
+            error(
+                await run_cli("retry", "--dsn", dsn, "--id", "99999"), "no delivery with id 99999"
+            )
             nothing(
                 await run_cli("replay", "--dsn", dsn, "--endpoint", str(good), "--dry-run"),
                 "no failed deliveries match",
@@ -333,3 +335,29 @@ async def test_retry_of_one_delivery_is_singular(dsn: str, db: asyncpg.Connectio
     )
     out = ok(await run_cli("retry", "--id", str(d), "--dsn", dsn))
     assert out.startswith("1 failed delivery queued for another attempt"), out
+
+
+async def test_an_unknown_id_is_a_mistake_an_empty_selection_is_not(
+    dsn: str, db: asyncpg.Connection
+) -> None:
+    """Exit 2 for an id given explicitly that does not exist; exit 1 for a valid selection
+    (existing ids) that matches nothing (hookd/cli.py's docstring, README)."""
+    ep = str(await _add(dsn, "--url", "https://receiver.example/h"))
+    for args, needle in (
+        (("deliveries", "--id", "999"), "no delivery with id 999"),
+        (("deliveries", "--endpoint", "999"), "no endpoint with id 999"),
+        (("deliveries", "--event", "999"), "no event with id 999"),
+        (("attempts", "999"), "no delivery with id 999"),
+        (("retry", "--id", "999"), "no delivery with id 999"),
+        (("retry", "--endpoint", "999"), "no endpoint with id 999"),
+        (("replay", "--endpoint", "999", "--dry-run"), "no endpoint with id 999"),
+        (("resend", "999"), "no delivery with id 999"),
+    ):
+        error(await run_cli(*args, "--dsn", dsn), needle)
+    for args in (
+        ("deliveries", "--endpoint", ep),
+        ("deliveries", "--state", "failed"),
+        ("retry", "--endpoint", ep),
+        ("replay", "--endpoint", ep, "--dry-run"),
+    ):
+        nothing(await run_cli(*args, "--dsn", dsn), "match")
