@@ -78,6 +78,7 @@ async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[
         connect_timeout_s=cfg.database.connect_timeout_s,
         command_timeout_s=cfg.database.command_timeout_s,
         box=cfg.security.box(),
+        pooler=cfg.database.pooler,
     )
     try:
         return await fn(store)

@@ -11,11 +11,12 @@ daemon's work; a delivered outcome is the one exception (a 2xx is never thrown a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -23,6 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from hookd import migrate
 from hookd.errors import SchemaMissing, StoreUnavailable
@@ -45,10 +47,18 @@ log = logging.getLogger("hookd.store")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-# The daemon's own writes (claims, outcomes) use asynchronous commit: a PostgreSQL crash can lose
-# the last moments of progress, which only means those deliveries are attempted again
-# (at-least-once). It keeps fsync latency out of the delivery path.
-_SERVER_SETTINGS = {"application_name": "hookd", "synchronous_commit": "off"}
+# Only startup parameters every pooler passes on: PgBouncer refuses any it does not track
+# ("unsupported startup parameter"), and application_name is one it tracks.
+_SERVER_SETTINGS = {"application_name": "hookd"}
+
+# The daemon's own hot-path writes (fan-out, claims, outcomes) use asynchronous commit: a PostgreSQL
+# crash can lose the last moments of progress, which only means those deliveries are attempted
+# again (at-least-once), and it keeps fsync latency out of the delivery path. It is set per
+# transaction, not per session (a pooler in transaction mode hands sessions around), and without a
+# round trip of its own: fan_out and claim_due set it inside their statement (set_config(...,
+# true), see queries.sql), and `record` sends it with its BEGIN. Every other write (the operating
+# surface's) commits synchronously, as the server is configured.
+_BEGIN_ASYNC_COMMIT = "BEGIN; SET LOCAL synchronous_commit TO off"
 
 _TRANSIENT_CLASSES = ("08", "53", "57P")
 _TRANSIENT_STATES = frozenset({"40001", "40P01", "57014", "25006"})
@@ -105,6 +115,31 @@ def _mapped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any,
             raise StoreUnavailable(f"database unavailable ({_describe(exc)})") from exc
 
     return call
+
+
+@contextlib.asynccontextmanager
+async def _async_commit_transaction(
+    conn: PoolConnectionProxy[asyncpg.Record],
+) -> AsyncIterator[None]:
+    """A transaction on `conn` that commits asynchronously; BEGIN and the setting go in one
+    round trip (asyncpg's `conn.transaction()` would need a second one for the SET LOCAL)."""
+    await conn.execute(_BEGIN_ASYNC_COMMIT)
+    try:
+        yield
+    except BaseException:
+        # A rollback that fails (a lost connection) leaves the transaction to the pool, whose
+        # release rolls back or drops the connection; the original error is the one to raise.
+        with contextlib.suppress(Exception):
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """Pool reset behind a pooler in transaction mode: nothing beyond asyncpg's own rollback of
+    an open transaction. The server session is not ours between transactions (the pooler hands it
+    to other clients), so asyncpg's default reset (unlock every advisory lock, UNLISTEN, RESET ALL)
+    would act on some other client's session."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,8 +308,15 @@ class Store:
         owner: uuid.UUID | None = None,
         box: SecretBox | None = None,
         check_schema: bool = True,
+        pooler: str = "none",
     ) -> Store:
         """Connect a pool of up to `pool_size` connections and (by default) check the schema.
+
+        `pooler` is `database.pooler`: "transaction" when `dsn` goes through a pooler in
+        transaction mode (PgBouncer's `pool_mode = transaction`). Then no named prepared
+        statement is used (each would live in one server session, and the next transaction may
+        run in another: asyncpg's `statement_cache_size=0`, which sends Parse, Bind and Execute
+        before one Sync) and the pool does not reset sessions between uses.
 
         Raises:
             DatabaseUnavailable: the server cannot be reached or refuses us (one line, no driver
@@ -284,6 +326,11 @@ class Store:
         try:
             # min_size 0: no background refill of a connection floor, which retries and logs
             # a traceback per try during an outage; connections are opened as queries need them.
+            pooled: dict[str, Any] = (
+                {"statement_cache_size": 0, "reset": _no_session_reset}
+                if pooler == "transaction"
+                else {}
+            )
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=0,
@@ -291,6 +338,7 @@ class Store:
                 timeout=connect_timeout_s,
                 command_timeout=command_timeout_s,
                 server_settings=_SERVER_SETTINGS,
+                **pooled,
             )
         except migrate.CONNECT_ERRORS as exc:
             raise migrate.cannot_connect(exc) from None
@@ -411,7 +459,7 @@ class Store:
         delivered. A retry for an endpoint disabled meanwhile is written as paused, and one for an
         endpoint deleted meanwhile as failed ("endpoint deleted").
         """
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, _async_commit_transaction(conn):
             applied: int = 0
             if outcomes:
                 applied = await conn.fetchval(

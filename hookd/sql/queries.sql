@@ -26,8 +26,12 @@ WITH head AS (
 ), ev AS (
     SELECT *, false AS newest FROM head UNION ALL SELECT *, true FROM tail
 ), marked AS (
-    -- By primary key: a join here lets the planner scan the whole history.
-    UPDATE hookd.events e SET fanned_out_at = now() WHERE e.id = ANY (ARRAY(SELECT id FROM ev))
+    -- By primary key: a join here lets the planner scan the whole history. The set_config (once,
+    -- an InitPlan) makes this transaction commit asynchronously (see hookd/store.py); a data-
+    -- modifying CTE always runs, and without events claimed there is nothing to commit.
+    UPDATE hookd.events e SET fanned_out_at = now()
+    WHERE e.id = ANY (ARRAY(SELECT id FROM ev))
+      AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
 ), pairs AS (
     SELECT ev.id AS event_id, ep.id AS endpoint_id,
            row_number() OVER (PARTITION BY ep.id ORDER BY ev.id) <= coalesce(r.room, 0) AS lease
@@ -61,7 +65,8 @@ FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
 -- $3 for $2 seconds: at most `room` of each endpoint in ($4, $5), $1 in all. First attempts go
 -- ahead of retries (a priority lane: a storm of late retries cannot take the whole batch), then
 -- the most overdue first. One index probe per endpoint (deliveries_due_by_endpoint), whatever the
--- backlog of others.
+-- backlog of others. The set_config (once, an InitPlan) makes the claim commit asynchronously
+-- (see hookd/store.py).
 WITH due AS (
     SELECT d.id
     FROM unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room)
@@ -82,6 +87,7 @@ SET attempts = d.attempts + 1,
     lease_owner = $3
 FROM due, hookd.events e
 WHERE d.id = due.id AND e.id = d.event_id
+  AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
 RETURNING d.id, d.endpoint_id, d.attempts, e.id AS event_id, e.event_type, e.created_at,
           e.payload, d.created_at AS delivery_created_at;
 
