@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 
+from hookd.destinations import REFUSED_REASON
+
 __all__ = [
     "STATUS_CLASSES",
     "Classification",
@@ -180,7 +182,7 @@ _FAILURES: dict[FailureKind, Classification] = {
         Verdict.RETRY, "connect_error", reason="server disconnected"
     ),
     FailureKind.DESTINATION_REFUSED: Classification(
-        Verdict.RETRY, "refused_destination", reason="destination not allowed"
+        Verdict.RETRY, "refused_destination", reason=REFUSED_REASON
     ),
     # Not network errors, but the label set is fixed and bounded; the reason tells them apart.
     FailureKind.INVALID: Classification(
@@ -196,6 +198,7 @@ def classify_failure(kind: FailureKind) -> Classification:
     Always RETRY, never permanent: a transient network state must not lose a delivery, and the
     retry policy bounds the attempts. TIMEOUT sets ``slow_down``. Status classes: "timeout" for
     TIMEOUT, "refused_destination" for DESTINATION_REFUSED (reason exactly
-    "destination not allowed"), "connect_error" for the rest.
+    ``hookd.destinations.REFUSED_REASON``, "refused by the SSRF guard", with which every
+    ``DestinationRefused`` message starts), "connect_error" for the rest.
     """
     return _FAILURES[kind]

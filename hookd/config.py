@@ -29,7 +29,8 @@ class DatabaseConfig:
     dsn: str = ""
     """libpq connection string or URI. `HOOKD_DSN` or `--dsn` replace it."""
     pool_size: int = 4
-    """Connections in the daemon's pool (claims and outcome writes); the listener has its own."""
+    """Connections in the daemon's pool (claims and outcome writes); the listener has its own.
+    The operator API shares this pool: give it about 2 more when `[api]` is on."""
     listen_dsn: str = ""
     """DSN for the LISTEN connection (which also holds the awake lock: both need a session of
     their own), straight to PostgreSQL when `dsn` goes through a pooler in transaction mode;
@@ -188,13 +189,20 @@ class AdminConfig:
     """TCP port (0: any free port, logged at start)."""
     stats_interval_s: float = 5.0
     """How often backlog and pending figures are read from the database for metrics."""
+    max_endpoint_labels: int = 50
+    """Endpoints whose per-endpoint metrics carry their own `endpoint` label (the id), the first
+    attempted first; the rest share `endpoint="other"`. Bounds the series count (about ten per
+    endpoint); 0 puts every endpoint under "other"."""
 
 
 @dataclass(frozen=True, slots=True)
 class ApiConfig:
     """The operator HTTP API and web console (hookd/api.py, hookd/console.py).
 
-    Served only when `tokens_file` is set and holds at least one token (`hookd api-token add`).
+    Served only when `tokens_file` is set (`hookd api-token add` makes it). The file is read at
+    start (a missing or malformed one stops start-up) and again whenever it changes, so tokens
+    can be added to a running daemon; until it holds one, every API call is a 401. Changes to
+    this section need a restart.
     """
 
     host: str = "127.0.0.1"
@@ -354,6 +362,10 @@ def validate(cfg: Config) -> Config:
             "the awake lock need a session of their own, so give a DSN straight to PostgreSQL"
         )
     _positive("admin.stats_interval_s", cfg.admin.stats_interval_s)
+    if cfg.admin.max_endpoint_labels < 0:
+        raise ConfigError(
+            f"admin.max_endpoint_labels: must be 0 or more, got {cfg.admin.max_endpoint_labels}"
+        )
     _positive("log.failed_attempts_per_s", cfg.log.failed_attempts_per_s)
     if cfg.log.level not in _LEVELS:
         raise ConfigError(

@@ -18,20 +18,25 @@ import sdnotify  # type: ignore[import-untyped]  # ships no type information
 
 from hookd import config, logs
 from hookd.admin import AdminServer
+from hookd.api import ApiServer, Setup
 from hookd.config import Config, DatabaseConfig
+from hookd.console import setup_console
 from hookd.dispatcher import Dispatcher
-from hookd.errors import ConfigError, StoreUnavailable
+from hookd.errors import ConfigError, HookdError, StoreUnavailable
 from hookd.hostpool import HostPools
 from hookd.listener import Listener, shares_sessions
 from hookd.metrics import Metrics
+from hookd.service import Service
 from hookd.store import Store
+from hookd.tokens import TokenFile
 from hookd.writer import OutcomeWriter
 
 log = logging.getLogger("hookd")
 
 
 class Daemon:
-    """One running hookd: listener, dispatcher, outcome writer, HTTP pools and admin server.
+    """One running hookd: listener, dispatcher, outcome writer, HTTP pools, admin server and (with
+    `api.tokens_file` set) the operator API.
 
     `ready` is set once the database answered and LISTEN is active; `stop()` (or SIGTERM/SIGINT
     with `handle_signals()`) drains and returns from `run()`; SIGHUP calls `reload()`.
@@ -50,6 +55,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.listener: Listener | None = None
         self.admin: AdminServer | None = None
+        self.api: ApiServer | None = None
         self._store: Store | None = None
         self._notifier = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
 
@@ -73,7 +79,13 @@ class Daemon:
         if new.database != self.cfg.database:
             log.warning("reload: [database] changes need a restart; keeping the running ones")
             new = dataclasses.replace(new, database=self.cfg.database)
+        if new.api != self.cfg.api:
+            log.warning("reload: [api] changes need a restart; keeping the running ones")
+            new = dataclasses.replace(new, api=self.cfg.api)
         self.cfg = new
+        if self.api is not None:
+            self.api.service.allow_http = new.security.allow_http
+            self.api.service.policy = new.security.policy()
         logs.configure(new.log.level, new.log.format)
         if self.dispatcher is not None:
             self.dispatcher.reconfigure(new)
@@ -111,10 +123,12 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stop(). Raises DatabaseUnavailable or SchemaMissing at start-up, or
-        ConfigError if the admin port cannot be bound. `stop()` works at every point of start-up:
-        a daemon still waiting for its database or its LISTEN connection returns at once."""
+        ConfigError if the admin or API port cannot be bound or the API's tokens file cannot be
+        read. `stop()` works at every point of start-up: a daemon still waiting for its database
+        or its LISTEN connection returns at once."""
         cfg = self.cfg
         box = cfg.security.box()
+        tokens = self._tokens()
         if not await self._unless_stopped(asyncio.ensure_future(check_pooler(cfg.database))):
             log.info("hookd stopped before it was ready")
             return
@@ -143,9 +157,9 @@ class Daemon:
             # Fail now, with one clear line, if stored secrets cannot be read with this key.
             await store.endpoints()
             writer = OutcomeWriter(store, cfg.daemon.flush_interval_s, cfg.daemon.flush_batch)
-            # Teardown order (reverse of this): the admin server stops answering first, then the
-            # HTTP pools close (after every attempt ended), and the store's pool closes last, after
-            # the final write of outcomes.
+            # Teardown order (reverse of this): the API and then the admin server stop answering
+            # first, then the HTTP pools close (after every attempt ended), and the store's pool
+            # closes last, after the final write of outcomes (API calls use it too).
             async with HostPools(cfg.http, cfg.security.policy()) as pools:
                 dispatcher = self.dispatcher = Dispatcher(
                     cfg, store, pools, writer, self.metrics, install_id
@@ -162,8 +176,14 @@ class Daemon:
                 )
                 listener.on_reconnect_metric = self.metrics.listener_reconnects.inc
                 dispatcher.planner.set_awake = listener.set_awake
-                async with self._admin_server():
-                    await self._run_parts(store, writer, dispatcher, listener)
+                async with self._admin_server(), self._api_server(store, tokens):
+                    try:
+                        await self._run_parts(store, writer, dispatcher, listener)
+                    except* HookdError as group:
+                        # A user's mistake met while running (e.g. grants revoked: the store's
+                        # PermissionDenied) ends the daemon with its one line, not the task
+                        # group's traceback. Other errors keep their group.
+                        raise group.exceptions[0] from None
                 await self._final_flush(writer)
         finally:
             await store.close()
@@ -237,6 +257,56 @@ class Daemon:
             yield
         finally:
             await admin.__aexit__(None, None, None)
+
+    def _tokens(self) -> TokenFile | None:
+        """The API's tokens file, read once now so a missing or malformed one stops start-up
+        (ConfigError); None when the API is off."""
+        path = self.cfg.api.tokens_file
+        if not path:
+            return None
+        tokens = TokenFile(path)
+        if not tokens.load():
+            log.warning(
+                "api.tokens_file %s holds no tokens: every API call gets 401 until "
+                "`hookd api-token add` adds one (the file is read again when it changes)",
+                path,
+            )
+        return tokens
+
+    def _api_setups(self, service: Service, tokens: TokenFile) -> list[Setup]:
+        """What else the API server serves: the web console under /console."""
+        return [setup_console(service, tokens, secure_cookies=self.cfg.api.secure_cookies)]
+
+    @contextlib.asynccontextmanager
+    async def _api_server(self, store: Store, tokens: TokenFile | None) -> AsyncIterator[None]:
+        """Serve the operator API while the body runs (when a tokens file is configured).
+
+        Started before the other parts so a port already in use is a clear start-up error.
+        """
+        cfg = self.cfg.api
+        if tokens is None:
+            log.info(
+                "operator API off: set api.tokens_file (see `hookd api-token add`) to serve it"
+            )
+            yield
+            return
+        sec = self.cfg.security
+        service = Service(store, allow_http=sec.allow_http, policy=sec.policy())
+        api = ApiServer(service, tokens, cfg, setups=self._api_setups(service, tokens))
+        try:
+            await api.__aenter__()
+        except OSError as exc:
+            raise ConfigError(
+                f"api.port: cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}"
+            ) from None
+        self.api = api
+        log.info(
+            "operator API on http://%s:%d (its description: /openapi.json)", cfg.host, api.port
+        )
+        try:
+            yield
+        finally:
+            await api.__aexit__(None, None, None)
 
     async def _ready_problem(self) -> str | None:
         if self.listener is None or not self.listener.ready.is_set():

@@ -28,22 +28,89 @@ except ImportError:  # pragma: no cover - aiohttp depends on yarl, which depends
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-REFUSED_REASON = "destination not allowed"
+REFUSED_REASON = "refused by the SSRF guard"
+"""How every refusal's message starts (and the attempt log's reason for the refusal)."""
 
-_EMBEDDED_V4 = tuple(
-    ipaddress.ip_network(n)
-    for n in ("::ffff:0:0/96", "::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16")
-)
+_EMBEDDED_V4_KINDS = {
+    ipaddress.ip_network("::ffff:0:0/96"): "an IPv4-mapped IPv6 address",
+    ipaddress.ip_network("::/96"): "an IPv4-compatible IPv6 address",
+    ipaddress.ip_network("64:ff9b::/96"): "a NAT64 address (RFC 6052)",
+    ipaddress.ip_network("64:ff9b:1::/48"): "a NAT64 address (RFC 8215)",
+    ipaddress.ip_network("2002::/16"): "a 6to4 address (RFC 3056)",
+}
+_EMBEDDED_V4 = tuple(_EMBEDDED_V4_KINDS)
 # Host spellings that inet_aton (and so the C resolver) reads as IPv4: decimal, octal, hex and
 # shortened forms such as 2130706433, 0177.0.0.1, 0x7f.1 and 0.
 _LEGACY_V4 = re.compile(r"^(0x[0-9a-f]+|[0-9]+)(\.(0x[0-9a-f]*|[0-9]+)){0,3}\.?$", re.IGNORECASE)
 
+_METADATA = frozenset(
+    # AWS, GCP, Azure, OpenStack and others answer on the first; AWS also on the IPv6 one.
+    ipaddress.ip_address(a)
+    for a in ("169.254.169.254", "fd00:ec2::254")
+)
+_KINDS: tuple[tuple[str, str], ...] = (
+    # (network, what it is), most specific first; the metadata, loopback, link-local and
+    # multicast cases are caught by the address's own properties before these.
+    ("10.0.0.0/8", "a private address (RFC 1918)"),
+    ("172.16.0.0/12", "a private address (RFC 1918)"),
+    ("192.168.0.0/16", "a private address (RFC 1918)"),
+    ("100.64.0.0/10", "a shared address (CGNAT, RFC 6598)"),
+    ("fc00::/7", "a unique-local address (RFC 4193)"),
+    ("fec0::/10", "a site-local address"),
+    ("255.255.255.255/32", "the broadcast address"),
+    ("192.0.2.0/24", "a documentation address"),
+    ("198.51.100.0/24", "a documentation address"),
+    ("203.0.113.0/24", "a documentation address"),
+    ("2001:db8::/32", "a documentation address"),
+    ("198.18.0.0/15", "a benchmarking address (RFC 2544)"),
+)
+_KIND_NETS = tuple((ipaddress.ip_network(n), kind) for n, kind in _KINDS)
+
+
+def address_kind(addr: IPAddress) -> str:
+    """What kind of internal address `addr` is, as a noun phrase ("a loopback address").
+
+    For an address the guard refuses; a global address gives "a reserved address".
+    """
+    if addr.is_unspecified:
+        return "the unspecified address"
+    if addr.is_loopback:
+        return "a loopback address"
+    if addr in _METADATA:
+        return "the cloud metadata address (link-local)"
+    if addr.is_link_local:
+        return "a link-local address"
+    if addr.is_multicast:
+        return "a multicast address"
+    if isinstance(addr, ipaddress.IPv6Address):
+        for net, kind in _EMBEDDED_V4_KINDS.items():
+            if addr in net:
+                return kind
+    for net, kind in _KIND_NETS:
+        if net.version == addr.version and addr in net:
+            return kind
+    return "a reserved address"
+
 
 class DestinationRefused(OSError):
-    """The destination address is not allowed (SSRF guard)."""
+    """The SSRF guard refused a destination address.
 
-    def __init__(self, detail: str) -> None:
-        super().__init__(f"{REFUSED_REASON}: {detail}")
+    `address` is the refused address; `host` the name that resolved to it (None when the URL's
+    host is the address itself). The message, the one text every surface shows (attempt log,
+    `hookd endpoint add`, the API), names the guard, the kind of address and the settings that
+    open it (`security.allow_cidrs`, `security.allow_hosts`).
+    """
+
+    def __init__(self, address: IPAddress | str, host: str | None = None) -> None:
+        addr = ipaddress.ip_address(address) if isinstance(address, str) else address
+        self.address = addr
+        self.host = host
+        kind = address_kind(addr)
+        what = f"{addr} is {kind}" if host is None else f"{host} resolves to {addr}, {kind}"
+        super().__init__(
+            f"{REFUSED_REASON}: {what} (allow it with security.allow_cidrs, e.g. "
+            f'"{addr}/{addr.max_prefixlen}", or the host with security.allow_hosts)'
+        )
 
 
 # Dots that IDNA processing turns into "." (UTS 46 and RFC 3490 section 3.1).
@@ -141,23 +208,23 @@ class DestinationPolicy:
         """Refuse a URL host that is a disallowed IP literal (any spelling).
 
         Raises:
-            DestinationRefused: naming the address.
+            DestinationRefused: naming the address and its kind.
         """
         if self.host_allowed(host):
             return
         for addr in literal_addresses(host):
             if not self.address_allowed(addr):
-                raise DestinationRefused(str(addr))
+                raise DestinationRefused(addr)
 
     def check_addresses(self, host: str, addresses: Iterable[str]) -> None:
         """Refuse a host if any address it resolved to is disallowed.
 
         Raises:
-            DestinationRefused: naming the host and the first refused address.
+            DestinationRefused: naming the host, the first refused address and its kind.
         """
         if self.host_allowed(host):
             return
         for a in addresses:
             addr = ipaddress.ip_address(a.split("%", 1)[0])
             if not self.address_allowed(addr):
-                raise DestinationRefused(f"{host} resolves to {addr}")
+                raise DestinationRefused(addr, host)

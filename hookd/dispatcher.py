@@ -177,6 +177,7 @@ class Dispatcher:
         for gone in set(self._endpoints) - seen:
             if self._endpoints[gone].held == 0:
                 del self._endpoints[gone]
+                self._metrics.forget_endpoint(gone)
             else:
                 self._endpoints[gone].deleted = True
         self._endpoints_loaded_at = time.monotonic()

@@ -35,3 +35,8 @@ class StoreUnavailable(DatabaseUnavailable):
     standby after a failover); the driver's error is kept on `__cause__`. Any other database error is
     a bug in a query and propagates unchanged.
     """
+
+
+class PermissionDenied(HookdError):
+    """The database role lacks a privilege hookd needs: as the schema owner, run `hookd migrate
+    --daemon-role ROLE` (SQLSTATE 42501, insufficient_privilege)."""

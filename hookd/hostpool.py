@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import socket
 import ssl
 from collections.abc import Mapping
@@ -51,6 +52,12 @@ class Origin(NamedTuple):
     def __str__(self) -> str:
         return f"{self.scheme}://{self.host}:{self.port}"
 
+    @property
+    def authority(self) -> str:
+        """`host:port` (an IPv6 host in brackets), as error messages name the receiver."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
 
 @dataclass(frozen=True, slots=True)
 class Response:
@@ -63,7 +70,11 @@ class Response:
 
 
 class SendFailed(Exception):
-    """No HTTP response was received; `kind` says why, the message gives detail."""
+    """No HTTP response was received; `kind` says why, the message gives detail.
+
+    The message names what failed: the receiver's `host:port` (the host alone for a failed name
+    lookup), and for a timeout which one fired, its value in seconds and the setting it came from.
+    """
 
     def __init__(self, kind: FailureKind, detail: str) -> None:
         super().__init__(detail)
@@ -217,11 +228,16 @@ class HostPools:
         ssl_context: ssl.SSLContext | None = None,
         max_body_bytes: int | None = None,
         budget_s: float | None = None,
+        connect_timeout_setting: str = "http.connect_timeout_s",
+        total_timeout_setting: str = "http.total_timeout_s",
     ) -> Response:
         """POST `body` to `url` and return the response; never follows redirects.
 
         The whole call, the fresh-connection resend and the body read included, ends within the
         total timeout or `budget_s` seconds, whichever is shorter (a timeout past it).
+        `connect_timeout_setting` and `total_timeout_setting` name where the timeouts came from
+        (the configuration keys by default; the caller names an endpoint's own override), for
+        the message of a timeout.
 
         `ssl_context` replaces the default verifying context (custom CA, client certificate);
         certificates are verified either way. `max_body_bytes` overrides the response cap.
@@ -281,23 +297,27 @@ class HostPools:
         except _NoResponse as exc:
             cause = exc.__cause__
             assert cause is not None
-            raise SendFailed(failure_kind(cause), _describe(cause)) from cause
+            raise SendFailed(failure_kind(cause), _detail(cause, origin)) from cause
         except (aiohttp.ClientError, OSError, TimeoutError, ssl.SSLError) as exc:
             kind = failure_kind(exc)
             if kind is FailureKind.DESTINATION_REFUSED:
                 raise SendFailed(kind, str(getattr(exc, "os_error", None) or exc)) from None
             if isinstance(exc, aiohttp.ConnectionTimeoutError):
-                detail = (
-                    f"could not connect to {origin} within {min(key[1], bound_s):g} s"
-                    " (http.connect_timeout_s or the endpoint's connect_timeout_s)"
-                )
+                # sock_connect was min(connect timeout, bound): say which of the two it was.
+                if bound_s < key[1]:
+                    detail = f"no connection to {origin.authority} within {bound_s:g} s" + _LEASE
+                else:
+                    detail = (
+                        f"no connection to {origin.authority} within {key[1]:g} s"
+                        f" ({connect_timeout_setting})"
+                    )
             elif kind is FailureKind.TIMEOUT:
+                source = _LEASE if bound_s < key[0] else f" ({total_timeout_setting})"
                 detail = (
-                    f"no complete answer from {origin} within {bound_s:g} s"
-                    " (http.total_timeout_s or the endpoint's total_timeout_s)"
+                    f"no complete response from {origin.authority} within {bound_s:g} s{source}"
                 )
             else:
-                detail = f"{origin}: {_describe(exc)}"
+                detail = _detail(exc, origin)
             raise SendFailed(kind, detail) from exc
 
     async def _send(
@@ -387,8 +407,49 @@ class _MarkingConnector(aiohttp.TCPConnector):
         return await super()._create_connection(req, traces, timeout)
 
 
+_LEASE = " (the rest of the delivery's lease, daemon.lease_s)"
+"""Why an attempt's bound was shorter than its total timeout: the lease was about to end."""
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, TimeoutError) or not text:
         return type(exc).__name__
     return f"{type(exc).__name__}: {text}"
+
+
+def _os_reason(exc: BaseException | None) -> str:
+    """The operating system's words for a socket error ("Connection refused"), else its text."""
+    if isinstance(exc, socket.gaierror):
+        return exc.strerror or str(exc)
+    if isinstance(exc, OSError) and isinstance(exc.errno, int) and exc.errno > 0:
+        return os.strerror(exc.errno)
+    return _describe(exc) if exc is not None else "unknown error"
+
+
+def _detail(exc: BaseException, origin: Origin) -> str:
+    """The message of a failure without a response (not a timeout), naming the receiver.
+
+    Follows aiohttp's ClientError tree (subclasses before their bases) and leaves out aiohttp's
+    internals (connection keys, "ssl:default").
+    """
+    where = origin.authority
+    if isinstance(exc, aiohttp.ClientConnectorDNSError):
+        return f"cannot resolve {origin.host}: {_os_reason(exc.os_error)}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {where} not accepted: {exc.certificate_error}"
+    if isinstance(exc, aiohttp.ClientConnectorSSLError):
+        return f"TLS handshake with {where} failed: {exc.os_error}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot connect to {where}: {_os_reason(exc.os_error)}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return f"{where} closed the connection without a response"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"{where} sent an incomplete response body ({exc})"
+    if isinstance(exc, aiohttp.ClientConnectionResetError | ConnectionResetError):
+        return f"{where} reset the connection"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS with {where} failed: {exc.reason or exc}"
+    if isinstance(exc, OSError):
+        return f"connection to {where} failed: {_os_reason(exc)}"
+    return f"{where}: {_describe(exc)}"

@@ -1,19 +1,27 @@
-"""Versioned schema migrations: `hookd/sql/NNN_name.sql`, applied in order, recorded, idempotent.
+"""Versioned schema migrations: `hookd/sql/NNN_name.sql`, applied in order, recorded, idempotent;
+and the grants of the two roles hookd knows (see README.md, "Database roles").
 
 Two concurrent runs are safe: each takes the same transaction-level advisory lock before it looks at
 what is applied, so the second waits and then finds nothing left to do.
+
+Roles: the *application role* may only call `hookd.publish` (USAGE on the schema, EXECUTE on the
+function, which runs as its owner: migration 007); the *daemon role* gets what `hookd run` and the
+CLI need (`daemon_grants`). `missing_privileges` checks the daemon role's set, so a role without
+them is told so in one line at start-up instead of failing on its first claim.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
 import asyncpg
 from asyncpg.pool import PoolConnectionProxy
 
-from hookd.errors import DatabaseUnavailable
+from hookd.errors import DatabaseUnavailable, HookdError, PermissionDenied
 
 # Arbitrary, fixed key for pg_advisory_xact_lock: the bytes of "hookd".
 MIGRATION_LOCK_KEY = 0x686F6F6B64
@@ -58,28 +66,173 @@ def cannot_connect(exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"cannot connect to the database: {exc or type(exc).__name__}")
 
 
-async def apply_to(dsn: str, *, connect_timeout_s: float) -> list[int]:
-    """Connect to `dsn`, bring the schema up to date (`apply`), disconnect; return what was applied.
+INSUFFICIENT_PRIVILEGE = "42501"
+"""SQLSTATE insufficient_privilege: the role may not do what a statement asks."""
+
+_PUBLISH = "hookd.publish(text, jsonb, text, text)"
+
+
+def _ident(name: str) -> str:
+    """`name` as a quoted SQL identifier (taken exactly: case and all)."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def app_grants(role: str) -> list[str]:
+    """The GRANTs for an application role: it may call `hookd.publish` and nothing else.
+
+    No table privilege: publish runs as its owner (SECURITY DEFINER, migration 007).
+    """
+    who = _ident(role)
+    return [
+        f"GRANT USAGE ON SCHEMA hookd TO {who}",
+        f"GRANT EXECUTE ON FUNCTION {_PUBLISH} TO {who}",
+    ]
+
+
+def daemon_grants(role: str) -> list[str]:
+    """The GRANTs for the daemon's role: what `hookd run` and the CLI need, on every hookd table,
+    sequence and function that exists now (run them again after an upgrade: `hookd migrate
+    --daemon-role ROLE` does)."""
+    who = _ident(role)
+    return [
+        f"GRANT USAGE ON SCHEMA hookd TO {who}",
+        f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA hookd TO {who}",
+        f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA hookd TO {who}",
+        f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA hookd TO {who}",
+    ]
+
+
+def grants_sql(app_role: str | None, daemon_role: str | None) -> str:
+    """The GRANT statements for the given roles as one SQL script (`--print-grants`), to run as
+    the owner of the hookd schema after the migrations.
+
+    Raises:
+        HookdError: neither role given.
+    """
+    if not app_role and not daemon_role:
+        raise HookdError("--print-grants: give --app-role ROLE, --daemon-role ROLE, or both")
+    parts = [
+        f"-- hookd schema version {latest_version()}: run as the owner of the hookd schema,"
+        " after its migrations"
+    ]
+    if app_role:
+        parts.append(f"-- application role {app_role}: may only call hookd.publish")
+        parts.extend(f"{g};" for g in app_grants(app_role))
+    if daemon_role:
+        parts.append(f"-- daemon role {daemon_role}: hookd run and the CLI")
+        parts.extend(f"{g};" for g in daemon_grants(daemon_role))
+    return "\n".join(parts) + "\n"
+
+
+def denied(role: str, what: str) -> PermissionDenied:
+    """The one-line error for a role that lacks `what` (e.g. "USAGE on schema hookd")."""
+    r = shlex.quote(role)
+    return PermissionDenied(
+        f'role "{role}" lacks {what}: as the owner of the hookd schema, run `hookd migrate '
+        f"--daemon-role {r}`, or apply what `hookd migrate --print-grants --daemon-role {r}` prints"
+    )
+
+
+_MISSING = """
+SELECT current_user::text AS role, n.oid IS NOT NULL AS schema_exists, array(
+    SELECT m.what FROM (
+        SELECT 0 AS o, '' AS obj, 'USAGE on schema hookd' AS what
+        WHERE NOT has_schema_privilege(n.oid, 'USAGE')
+        UNION ALL
+        SELECT 1, c.oid::regclass::text,
+               string_agg(p.priv, ', ' ORDER BY p.i) || ' on table ' || c.oid::regclass::text
+        FROM pg_class c
+        CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'])
+            WITH ORDINALITY AS p (priv, i)
+        WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+          AND NOT has_table_privilege(c.oid, p.priv)
+        GROUP BY c.oid
+        UNION ALL
+        SELECT 2, f.oid::regprocedure::text, 'EXECUTE on function ' || f.oid::regprocedure::text
+        FROM pg_proc f
+        WHERE f.pronamespace = n.oid AND NOT has_function_privilege(f.oid, 'EXECUTE')
+    ) m ORDER BY m.o, m.obj
+) AS missing
+FROM (SELECT 1) one LEFT JOIN pg_namespace n ON n.nspname = 'hookd'
+"""
+
+
+async def missing_privileges(
+    conn: asyncpg.Connection | PoolConnectionProxy,
+) -> PermissionDenied | None:
+    """The error for a role that lacks part of the daemon role's privileges (`daemon_grants`),
+    naming the first thing missing; None if it has them all or there is no hookd schema yet.
+
+    Checked: USAGE on the schema, SELECT/INSERT/UPDATE/DELETE on every table, EXECUTE on every
+    function. Not the sequences: identity columns draw their values without a privilege check.
+    Reads only the catalogs, which every role may read.
+    """
+    row = await conn.fetchrow(_MISSING)
+    assert row is not None
+    missing: list[str] = list(row["missing"]) if row["schema_exists"] else []
+    if not missing:
+        return None
+    more = f" (and {len(missing) - 1} more missing)" if len(missing) > 1 else ""
+    return denied(row["role"], missing[0] + more)
+
+
+async def apply_to(
+    dsn: str,
+    *,
+    connect_timeout_s: float,
+    app_role: str | None = None,
+    daemon_role: str | None = None,
+) -> list[int]:
+    """Connect to `dsn`, bring the schema up to date (`apply`), grant the given roles their
+    privileges (`app_grants`, `daemon_grants`) in the same transaction, disconnect; return the
+    versions applied.
 
     Raises:
         DatabaseUnavailable: the server cannot be reached or refuses us (one line).
+        PermissionDenied: the connecting role may not create or change the schema.
+        HookdError: a role to grant to does not exist.
     """
     try:
         conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
     except CONNECT_ERRORS as exc:
         raise cannot_connect(exc) from None
     try:
-        return await apply(conn)
+        for flag, role in (("--app-role", app_role), ("--daemon-role", daemon_role)):
+            if role and not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role
+            ):
+                raise HookdError(
+                    f'{flag}: role "{role}" does not exist (create it first, e.g. '
+                    f"CREATE ROLE {_ident(role)} LOGIN PASSWORD '...')"
+                )
+        try:
+            return await apply(conn, app_role=app_role, daemon_role=daemon_role)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != INSUFFICIENT_PRIVILEGE:
+                raise
+            role = await conn.fetchval("SELECT current_user::text")
+            raise PermissionDenied(
+                f'role "{role}" may not change the hookd schema or grant on it ({exc}): run '
+                "`hookd migrate` as the role that owns the schema, or one with CREATE on the "
+                "database"
+            ) from None
     finally:
         await conn.close()
 
 
-async def apply(conn: asyncpg.Connection) -> list[int]:
+async def apply(
+    conn: asyncpg.Connection, *, app_role: str | None = None, daemon_role: str | None = None
+) -> list[int]:
     """Bring the hookd schema up to date on `conn`; return the versions applied now (maybe none).
+    Then grant `app_role` and `daemon_role` (when given) their privileges.
 
-    Everything runs in one transaction: a failing migration leaves the schema as it was.
+    Everything runs in one transaction: a failing migration or grant leaves the schema as it was.
     """
     applied_now: list[int] = []
+    grants: Sequence[str] = [
+        *(app_grants(app_role) if app_role else ()),
+        *(daemon_grants(daemon_role) if daemon_role else ()),
+    ]
     async with conn.transaction():
         await conn.execute("SELECT pg_advisory_xact_lock($1)", MIGRATION_LOCK_KEY)
         await conn.execute(
@@ -105,6 +258,8 @@ async def apply(conn: asyncpg.Connection) -> list[int]:
                 mig.name,
             )
             applied_now.append(mig.version)
+        for grant in grants:
+            await conn.execute(grant)
     return applied_now
 
 

@@ -65,6 +65,7 @@ class Recorder:
         self._spawn = spawn
         self._replan = replan
         self._failure_log = RateLimitedLog(log, cfg.log.failed_attempts_per_s)
+        metrics.limit_endpoint_labels(cfg.admin.max_endpoint_labels)
         # Labelled children looked up once: `.labels()` on every attempt shows in profiles.
         self._m_outcome = {
             o: metrics.deliveries.labels(o)
@@ -73,9 +74,10 @@ class Recorder:
         self._m_status: dict[str, Any] = {}
 
     def reconfigure(self, cfg: Config) -> None:
-        """Apply a reloaded configuration (log rate, horizons)."""
+        """Apply a reloaded configuration (log rate, horizons, endpoint label limit)."""
         self._cfg = cfg
         self._failure_log = RateLimitedLog(log, cfg.log.failed_attempts_per_s)
+        self._metrics.limit_endpoint_labels(cfg.admin.max_endpoint_labels)
 
     # -- the four ends -----------------------------------------------------------------------------
 
@@ -89,31 +91,40 @@ class Recorder:
         if status is None:
             status = self._m_status[cls.status_class] = m.attempts.labels(cls.status_class)
         status.inc()
+        ep_id = rt.endpoint.id
+        per_endpoint = m.endpoint(ep_id)
+        per_endpoint.attempts[cls.status_class].inc()
         m.attempt_duration.observe(rec.duration_s)
         now = time.monotonic()
         outcome = decide(d, cls, rec, rt.policy, time.time(), random.random())
         self._writer.add(outcome, rec)
         if outcome.state is DeliveryState.DELIVERED:
             self._m_outcome["delivered"].inc()
+            per_endpoint.delivered.inc()
             m.lag.observe(max(0.0, time.time() - d.published_at.timestamp()))
             rt.limit.speed_up()
             if rt.breaker.state != "closed":
                 self._breaker_changed(rt, None)
             rt.breaker.record(True, now)
+            per_endpoint.set_consecutive_failures(ep_id, 0)
             return
-        self._failure_log.warning(
-            "endpoint %d delivery %d attempt %d failed: %s",
-            rt.endpoint.id,
-            d.id,
-            d.attempt,
-            rec.error,
-        )
+        if outcome.state is not DeliveryState.FAILED:
+            # A dead letter gets its own line below instead: one line per delivery that ends.
+            self._failure_log.warning(
+                "endpoint %d delivery %d attempt %d failed: %s",
+                rt.endpoint.id,
+                d.id,
+                d.attempt,
+                rec.error,
+            )
         if cls.slow_down or rt.breaker.failures >= FAILURES_BEFORE_SLOW_DOWN:
             # Back-pressure (429, 503, timeouts) at once; any other failure once it persists: a
             # receiver that fails everything gets one request at a time, not a full window, and
             # its storm cannot crowd healthy endpoints out of the event loop.
             rt.limit.slow_down()
-        if rt.breaker.record(False, now):
+        opened = rt.breaker.record(False, now)
+        per_endpoint.set_consecutive_failures(ep_id, rt.breaker.failures)
+        if opened:
             log.warning(
                 "endpoint %d: circuit breaker open for %.0f s after repeated failures (%s)",
                 rt.endpoint.id,
@@ -126,10 +137,12 @@ class Recorder:
             self._disable(rt, "receiver answered 410 Gone")
         elif outcome.state is DeliveryState.FAILED:
             self._m_outcome["failed"].inc()
+            per_endpoint.failed.inc()
             log.warning(
-                "endpoint %d delivery %d dead-lettered after %d attempts: %s",
+                "endpoint %d delivery %d (%s) dead-lettered after %d attempts: %s",
                 rt.endpoint.id,
                 d.id,
+                d.event_type,
                 d.attempt,
                 rec.error,
             )
@@ -157,6 +170,15 @@ class Recorder:
         is logged."""
         self._writer.add(Outcome(d.id, d.attempt, state, None, None, reason, counted=False), None)
         self._m_outcome["failed" if state is DeliveryState.FAILED else "paused"].inc()
+        if state is DeliveryState.FAILED:
+            self._metrics.endpoint(d.endpoint_id).failed.inc()
+            log.warning(
+                "endpoint %d delivery %d (%s) dead-lettered: %s",
+                d.endpoint_id,
+                d.id,
+                d.event_type,
+                reason,
+            )
 
     def settle_held(self, held: Held, state: DeliveryState, reason: str) -> None:
         """`settle` for a held delivery."""

@@ -35,6 +35,22 @@ def webhook_id(install_id: str, event_id: int) -> str:
     return f"msg_{install_id}_{event_id}"
 
 
+_CONFIG_TIMEOUTS = ("http.connect_timeout_s", "http.total_timeout_s")
+
+
+def _timeout_settings(rt: EndpointRuntime) -> tuple[str, str]:
+    """Where `rt`'s (connect, total) timeouts come from, for a timeout's message: the endpoint's
+    own override (`hookd endpoint settings`) or the configuration key."""
+    s = rt.endpoint.settings
+    if "connect_timeout_s" not in s and "total_timeout_s" not in s:
+        return _CONFIG_TIMEOUTS  # the common case, once per attempt: no strings built
+    connect, total = (
+        f"endpoint {rt.endpoint.id} setting {key}" if key in s else f"http.{key}"
+        for key in ("connect_timeout_s", "total_timeout_s")
+    )
+    return connect, total
+
+
 async def _token(pools: HostPools, rt: EndpointRuntime) -> str:
     """A valid OAuth access token for `rt` (cached, or fetched once for all waiters).
 
@@ -50,6 +66,7 @@ async def _token(pools: HostPools, rt: EndpointRuntime) -> str:
         if token is not None:
             return token
         url, form, headers = oauth.form()
+        connect_setting, total_setting = _timeout_settings(rt)
         resp = await pools.post(
             Origin.of(url),
             url,
@@ -59,6 +76,8 @@ async def _token(pools: HostPools, rt: EndpointRuntime) -> str:
             total_timeout_s=rt.total_timeout_s,
             ssl_context=rt.ssl,
             max_body_bytes=TOKEN_RESPONSE_MAX_BYTES,
+            connect_timeout_setting=connect_setting,
+            total_timeout_setting=total_setting,
         )
         return oauth.accept(resp.status, resp.body)
 
@@ -83,6 +102,7 @@ async def _post_signed(
     if token is not None:
         headers["Authorization"] = "Bearer " + token
     assert rt.origin is not None
+    connect_setting, total_setting = _timeout_settings(rt)
     return await pools.post(
         rt.origin,
         rt.endpoint.url,
@@ -92,6 +112,8 @@ async def _post_signed(
         total_timeout_s=rt.total_timeout_s,
         ssl_context=rt.ssl,
         budget_s=budget_s,
+        connect_timeout_setting=connect_setting,
+        total_timeout_setting=total_setting,
     )
 
 

@@ -1,9 +1,10 @@
 """The only module that runs SQL (with migrations and the listener's own connection).
 
 Queries live in `sql/queries.sql` as named blocks. Every method returns models, never driver
-records, and every driver failure leaves this module in one of two shapes: `StoreUnavailable`
-(transient: connection loss, a server going away, overload, a failover; see `is_transient`) or the
-driver's own exception for a bug in a query, which must not be retried forever. Methods that write
+records, and every driver failure leaves this module in one of three shapes: `StoreUnavailable`
+(transient: connection loss, a server going away, overload, a failover; see `is_transient`),
+`PermissionDenied` (SQLSTATE 42501: the role lacks a grant; one line naming the role and the fix),
+or the driver's own exception for a bug in a query, which must not be retried forever. Methods that write
 outcomes are fenced by the lease owner, so a daemon whose lease expired cannot overwrite another
 daemon's work; a delivered outcome is the one exception (a 2xx is never thrown away).
 """
@@ -27,7 +28,7 @@ import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from hookd import migrate
-from hookd.errors import SchemaMissing, StoreUnavailable
+from hookd.errors import PermissionDenied, SchemaMissing, StoreUnavailable
 from hookd.models import (
     AttemptLogEntry,
     AttemptRecord,
@@ -98,19 +99,22 @@ def _describe(exc: BaseException) -> str:
 
 
 def _mapped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Turn transient driver errors raised by a Store method into StoreUnavailable (once)."""
+    """Turn transient driver errors raised by a Store method into StoreUnavailable, and a missing
+    privilege into PermissionDenied (once)."""
 
     @functools.wraps(fn)
     async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
         try:
             return await fn(*args, **kwargs)
-        except StoreUnavailable:
+        except (StoreUnavailable, PermissionDenied):
             raise
         except Exception as exc:
-            if not is_transient(exc):
-                raise
             store = args[0]
             assert isinstance(store, Store)
+            if _denied(exc):
+                raise await store._permission_denied(exc) from exc
+            if not is_transient(exc):
+                raise
             await store._after_transient(exc)
             raise StoreUnavailable(f"database unavailable ({_describe(exc)})") from exc
 
@@ -140,6 +144,10 @@ async def _no_session_reset(conn: asyncpg.Connection) -> None:
     an open transaction. The server session is not ours between transactions (the pooler hands it
     to other clients), so asyncpg's default reset (unlock every advisory lock, UNLISTEN, RESET ALL)
     would act on some other client's session."""
+
+
+def _denied(exc: BaseException) -> bool:
+    return getattr(exc, "sqlstate", None) == migrate.INSUFFICIENT_PRIVILEGE
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,6 +330,8 @@ class Store:
             DatabaseUnavailable: the server cannot be reached or refuses us (one line, no driver
                 traceback).
             SchemaMissing: `hookd migrate` has not been run, or is behind this version of hookd.
+            PermissionDenied: the role lacks part of what the daemon's role is granted
+                (`hookd.migrate.daemon_grants`), named in one line with the fix.
         """
         try:
             # min_size 0: no background refill of a connection floor, which retries and logs
@@ -348,12 +358,20 @@ class Store:
             return store
         try:
             async with pool.acquire() as conn:
-                version = await migrate.current_version(conn)
+                # Privileges first: without USAGE on the schema, reading its version fails too.
+                denied = await migrate.missing_privileges(conn)
+                version = None if denied else await migrate.current_version(conn)
         except BaseException as exc:
+            denial = await store._permission_denied(exc) if _denied(exc) else None
             await store.close()
+            if denial is not None:
+                raise denial from None
             if isinstance(exc, Exception) and is_transient(exc):
                 raise migrate.cannot_connect(exc) from None
             raise
+        if denied is not None:
+            await store.close()
+            raise denied
         if version is None or version < migrate.latest_version():
             await store.close()
             raise SchemaMissing(
@@ -374,6 +392,16 @@ class Store:
         except Exception as exc:  # any failure to close politely ends in terminate()
             log.debug("pool close failed (%s); terminating connections", _describe(exc))
             self.pool.terminate()
+
+    async def _permission_denied(self, exc: BaseException) -> PermissionDenied:
+        """The one-line error for a statement refused with SQLSTATE 42501, naming the role."""
+        role = "?"
+        try:
+            role = await self.pool.fetchval("SELECT current_user::text")
+        except Exception as again:  # the error names the role if it can; the cause stays
+            log.debug("reading current_user failed (%s)", _describe(again))
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return migrate.denied(role, f"a privilege ({detail})")
 
     async def _after_transient(self, exc: BaseException) -> None:
         """Drop connections that must not be reused (a standby after failover, a driver mix-up)."""

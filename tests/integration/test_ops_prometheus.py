@@ -63,6 +63,7 @@ _MAIN_PANELS = {
     "Delivery lag (publish to 2xx)",
     "Backlog",
     "In-flight requests per host",
+    "Failing endpoints",
 }
 
 
@@ -161,6 +162,7 @@ def test_dashboard_is_an_importable_grafana_dashboard() -> None:
         "Retries",
         "Circuit breakers and disabled endpoints",
         "Wake-ups",
+        "Failing endpoints",
     }
     assert wanted <= titles, f"missing panels: {wanted - titles}"
     lag = " ".join(e for t, e in _dashboard_queries() if t == "Delivery lag (publish to 2xx)")
@@ -293,10 +295,20 @@ async def test_metrics_scrape_under_load_passes_promtool_check_metrics(
     assert _sample(text, "hookd_ready") == 1
     for status_class in STATUS_CLASSES:  # every class is exported from the start
         _sample(text, "hookd_attempts_total", f'status_class="{status_class}"')
-    # Bounded labels: no URL, path or id ever becomes a label value.
+    # Bounded labels: no URL or path ever becomes a label value, and ids only as the `endpoint`
+    # of at most [admin] max_endpoint_labels endpoints (here all three: fewer than the default).
     assert "/flaky" not in text and "/dead" not in text and "http://" not in text
     hosts = set(re.findall(r'hookd_requests_in_flight\{host="([^"]*)"\}', text))
     assert hosts == {"127.0.0.1"}
+    ids = {
+        r["url"].rsplit("/", 1)[1]: r["id"]
+        for r in await db.fetch("SELECT id, url FROM hookd.endpoints")
+    }
+    endpoints = set(re.findall(r'hookd_endpoint_attempts_total\{endpoint="([^"]*)"', text))
+    assert endpoints == {str(i) for i in ids.values()}
+    dead = f'endpoint="{ids["dead"]}"'
+    assert _sample(text, "hookd_endpoint_consecutive_failures", dead) >= 10
+    assert _sample(text, "hookd_endpoint_attempts_total", dead + ',status_class="2xx"') == 0
 
 
 # -- a real Prometheus server ------------------------------------------------------------------

@@ -309,11 +309,11 @@ async def test_planted_secrets_appear_in_no_log_metric_output_or_row(
     log_text = "\n".join(
         logging.Formatter("%(levelname)s %(name)s %(message)s").format(r) for r in caplog.records
     )
-    assert "destination not allowed" in log_text, "failures were logged"
+    assert "refused by the SSRF guard" in log_text, "failures were logged"
     assert_clean("daemon log records", log_text, secrets)
     assert_clean("/metrics", metrics, secrets)
     rows = await dump_tables(db)
-    assert "destination not allowed" in rows and "TLS error" in rows
+    assert "refused by the SSRF guard" in rows and "TLS error" in rows
     assert_clean("hookd tables", rows, secrets)
 
     for args in (

@@ -3,7 +3,7 @@
 
 Canaries are TCP listeners on 127.0.0.1 and ::1 (same port) that count every connection, HTTP or
 not. With the guard on and no allow-list they must see nothing, whatever spelling the endpoint URL
-uses; every refused attempt is logged with the reason "destination not allowed".
+uses; every refused attempt is logged with the reason "refused by the SSRF guard".
 
 Safety: some variants (NAT64, 6to4, IPv4-compatible) name addresses that are not loopback. They
 must be refused before any connection, but should hookd ever regress, a tripwire on the event
@@ -174,8 +174,58 @@ async def test_no_spelling_of_loopback_gets_through(dsn: str, db: asyncpg.Connec
     for host, ep_id in ids.items():
         errors = by_endpoint.get(ep_id, [])
         assert len(errors) == 2, (host, errors)
-        assert all(e.startswith("destination not allowed") for e in errors), (host, errors)
+        assert all(e.startswith("refused by the SSRF guard") for e in errors), (host, errors)
     assert refused == 2 * len(VARIANTS)
+
+
+async def test_a_refused_attempt_says_why_and_which_setting_opens_it(
+    dsn: str, db: asyncpg.Connection
+) -> None:
+    """The attempt log, the delivery's last error and the log say it was the SSRF guard, what
+    kind of address it was, and which settings open it; the metric class stays the same."""
+    hint = "(allow it with security.allow_cidrs, e.g. {}, or the host with security.allow_hosts)"
+    async with canaries() as (port, v4, v6):
+        cases = {
+            f"http://127.0.0.1:{port}/a": "127.0.0.1 is a loopback address "
+            + hint.format('"127.0.0.1/32"'),
+            f"http://localhost:{port}/b": "localhost resolves to {}, a loopback address ",
+            "http://169.254.169.254/latest/meta-data/": "169.254.169.254 is the cloud metadata"
+            " address (link-local) " + hint.format('"169.254.169.254/32"'),
+            "http://10.0.0.7/hook": "10.0.0.7 is a private address (RFC 1918) "
+            + hint.format('"10.0.0.7/32"'),
+        }
+        ids = {url: (await add_endpoint(dsn, url))[0] for url in cases}
+        await publish(db, "order.paid", {"id": 1})
+        async with running_daemon(dsn, GUARD_ONLY) as daemon:
+            await wait_until(
+                db,
+                "SELECT count(*) = $1 FROM hookd.deliveries WHERE state = 'failed'",
+                len(cases),
+                timeout_s=15,
+            )
+            refused = daemon.metrics.attempts.labels("refused_destination")._value.get()
+        assert (v4.connections, v6.connections) == (0, 0)
+    assert refused == 2 * len(cases)
+    for url, ep_id in ids.items():
+        last_error = await db.fetchval(
+            "SELECT last_error FROM hookd.deliveries WHERE endpoint_id = $1", ep_id
+        )
+        errors = [
+            r["error"]
+            for r in await db.fetch(
+                f"SELECT a.error FROM {ATTEMPTS} a JOIN hookd.deliveries d"
+                " ON d.id = a.delivery_id WHERE d.endpoint_id = $1",
+                ep_id,
+            )
+        ]
+        assert len(errors) == 2 and set(errors) == {last_error}, (url, errors, last_error)
+        expected = cases[url]
+        if "localhost" in url:
+            # /etc/hosts may answer ::1 or 127.0.0.1 first; the message names the one refused.
+            addr = "::1" if "resolves to ::1" in last_error else "127.0.0.1"
+            cidr = '"::1/128"' if addr == "::1" else '"127.0.0.1/32"'
+            expected = expected.format(addr) + hint.format(cidr)
+        assert last_error == f"refused by the SSRF guard: {expected}", url
 
 
 async def test_allow_cidrs_open_exactly_what_they_list(dsn: str, db: asyncpg.Connection) -> None:
@@ -204,7 +254,7 @@ async def test_allow_cidrs_open_exactly_what_they_list(dsn: str, db: asyncpg.Con
         for r in await db.fetch(f"SELECT error FROM {ATTEMPTS} a WHERE error IS NOT NULL")
     ]
     assert len(errors) == 2 * len(refused_hosts)
-    assert all(e.startswith("destination not allowed") for e in errors), errors
+    assert all(e.startswith("refused by the SSRF guard") for e in errors), errors
 
 
 async def test_allow_hosts_opens_a_name_but_not_its_address(
@@ -241,7 +291,7 @@ async def test_canary_is_reachable_without_the_guard(dsn: str, db: asyncpg.Conne
             await wait_until(db, "SELECT state = 'failed' FROM hookd.deliveries", timeout_s=15)
         assert v4.connections >= 1
     errors = [r["error"] for r in await db.fetch(f"SELECT error FROM {ATTEMPTS} a")]
-    assert not any(e.startswith("destination not allowed") for e in errors), errors
+    assert not any(e.startswith("refused by the SSRF guard") for e in errors), errors
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
@@ -288,7 +338,7 @@ async def test_oauth_token_url_is_guarded_too(dsn: str, db: asyncpg.Connection) 
             await wait_until(db, "SELECT state = 'failed' FROM hookd.deliveries", timeout_s=15)
         assert (v4.connections, v6.connections) == (0, 0)
     errors = [r["error"] for r in await db.fetch(f"SELECT error FROM {ATTEMPTS} a")]
-    assert errors and all(e.startswith("destination not allowed") for e in errors), errors
+    assert errors and all(e.startswith("refused by the SSRF guard") for e in errors), errors
 
 
 # -- DNS rebinding: the address checked is the address connected to --------------------------------
@@ -343,7 +393,11 @@ async def test_dns_rebinding_cannot_switch_the_address_after_the_check() -> None
             with pytest.raises(SendFailed) as info:
                 await pools.post(Origin.of(url), url, b"{}", {})
         assert info.value.kind is FailureKind.DESTINATION_REFUSED
-        assert str(info.value) == "destination not allowed: rebind.test resolves to 127.0.0.1"
+        assert str(info.value) == (
+            "refused by the SSRF guard: rebind.test resolves to 127.0.0.1, a loopback address"
+            ' (allow it with security.allow_cidrs, e.g. "127.0.0.1/32", or the host with'
+            " security.allow_hosts)"
+        )
         assert resolver.calls == ["rebind.test", "rebind.test"]
         assert (v4.connections, v6.connections) == (0, 0)
         assert len(good.requests) == 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -39,10 +39,17 @@ def make_config(
 
 @asynccontextmanager
 async def running_daemon(
-    dsn: str, overrides: Mapping[str, Mapping[str, Any]] | None = None
+    dsn: str,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    configure: Callable[[config.Config], config.Config] | None = None,
 ) -> AsyncIterator[Daemon]:
-    """Start a daemon, wait until it is ready (bounded), yield it, then stop it and wait."""
-    daemon = Daemon(make_config(dsn, overrides))
+    """Start a daemon, wait until it is ready (bounded), yield it, then stop it and wait.
+
+    `configure` may replace parts of the configuration after it is built and validated.
+    """
+    cfg = make_config(dsn, overrides)
+    daemon = Daemon(configure(cfg) if configure else cfg)
     task = asyncio.create_task(daemon.run())
     try:
         async with asyncio.timeout(15):

@@ -47,6 +47,8 @@ SLOW: Literal["slow"] = "slow"
 """("slow", seconds) answers 204 after `seconds`; ("slow", seconds, status) another status."""
 REDIRECT: Literal["redirect"] = "redirect"
 """("redirect", status, location): a 3xx answer with a Location header."""
+BODY: Literal["body"] = "body"
+"""("body", status, text): an answer with a text/plain body (what the attempt log keeps)."""
 
 HUGE_BODY_BYTES = 8 * 1024 * 1024
 DRIP_BODY_BYTES = 3600
@@ -59,6 +61,7 @@ Behaviour = (
     | tuple[Literal["slow"], float]
     | tuple[Literal["slow"], float, int]
     | tuple[Literal["redirect"], int, str]
+    | tuple[Literal["body"], int, str]
 )
 """A status code, one of the named behaviours above, or (status, extra response headers) e.g.
 (429, {"Retry-After": "2"})."""
@@ -79,7 +82,7 @@ def status_of(behaviour: Behaviour) -> int | None:
             return int(behaviour[1])
         if head == SLOW:
             return int(behaviour[2]) if len(behaviour) > 2 else 204
-        if head == REDIRECT:
+        if head in (REDIRECT, BODY):
             return int(behaviour[1])
         raise ValueError(f"unknown behaviour {behaviour!r}")
     return {HANG: None, DROP: None, DRIP: 200, HUGE: 200, ENDLESS: 200, CLOSE: 204}[behaviour]
@@ -418,6 +421,9 @@ class Receiver:
             if head == REDIRECT:
                 _, status, location = behaviour
                 return web.Response(status=int(status), headers={"Location": str(location)})
+            if head == BODY:
+                _, status, text = behaviour
+                return web.Response(status=int(status), text=str(text))
             status, headers = behaviour
             return web.Response(status=int(status), headers=dict(headers))
         assert isinstance(behaviour, int)

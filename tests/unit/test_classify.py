@@ -190,7 +190,12 @@ def test_every_status_gets_a_bounded_label(status: int, header: str | None, gone
         (FailureKind.TLS, "connect_error", False, "TLS error"),
         (FailureKind.TIMEOUT, "timeout", True, "timeout"),
         (FailureKind.DISCONNECT, "connect_error", False, "server disconnected"),
-        (FailureKind.DESTINATION_REFUSED, "refused_destination", False, "destination not allowed"),
+        (
+            FailureKind.DESTINATION_REFUSED,
+            "refused_destination",
+            False,
+            "refused by the SSRF guard",
+        ),
         (FailureKind.INVALID, "connect_error", False, "request cannot be sent"),
         (FailureKind.OTHER, "connect_error", False, "unexpected error"),
     ],

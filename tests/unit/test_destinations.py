@@ -137,7 +137,7 @@ LOOPBACK_SPELLINGS = [
 @pytest.mark.parametrize("host", LOOPBACK_SPELLINGS)
 def test_every_spelling_of_loopback_is_caught(host: str) -> None:
     assert literal_address(host) == ipaddress.IPv4Address("127.0.0.1")
-    with pytest.raises(DestinationRefused, match=r"127\.0\.0\.1$"):
+    with pytest.raises(DestinationRefused, match=r": 127\.0\.0\.1 is a loopback address "):
         GUARD.check_host(host)
 
 
@@ -256,5 +256,66 @@ def test_malformed_cidr_is_refused() -> None:
 
 def test_refusal_message_starts_with_the_recorded_reason() -> None:
     exc = DestinationRefused("127.0.0.1")
-    assert str(exc) == "destination not allowed: 127.0.0.1"
+    assert str(exc).startswith(f"{REFUSED_REASON}: 127.0.0.1 is a loopback address (")
+    assert REFUSED_REASON == "refused by the SSRF guard"
     assert isinstance(exc, OSError)
+
+
+# -- what a refusal says -------------------------------------------------------------------------
+
+_HINT = "(allow it with security.allow_cidrs, e.g. {cidr}, or the host with security.allow_hosts)"
+
+KINDS = {
+    "127.0.0.1": "a loopback address",
+    "::1": "a loopback address",
+    "0.0.0.0": "the unspecified address",
+    "::": "the unspecified address",
+    "10.1.2.3": "a private address (RFC 1918)",
+    "172.16.0.1": "a private address (RFC 1918)",
+    "192.168.1.1": "a private address (RFC 1918)",
+    "169.254.169.254": "the cloud metadata address (link-local)",
+    "fd00:ec2::254": "the cloud metadata address (link-local)",
+    "169.254.1.1": "a link-local address",
+    "fe80::1": "a link-local address",
+    "100.64.0.1": "a shared address (CGNAT, RFC 6598)",
+    "224.0.0.1": "a multicast address",
+    "ff02::1": "a multicast address",
+    "fc00::1": "a unique-local address (RFC 4193)",
+    "fec0::1": "a site-local address",
+    "::ffff:7f00:1": "an IPv4-mapped IPv6 address",
+    "64:ff9b::a00:1": "a NAT64 address (RFC 6052)",
+    "2002:7f00:1::": "a 6to4 address (RFC 3056)",
+    "255.255.255.255": "the broadcast address",
+    "192.0.2.1": "a documentation address",
+    "2001:db8::1": "a documentation address",
+    "198.18.0.1": "a benchmarking address (RFC 2544)",
+    "240.0.0.1": "a reserved address",
+}
+
+
+@pytest.mark.parametrize("address", list(KINDS))
+def test_a_refusal_names_the_guard_the_kind_of_address_and_the_settings(address: str) -> None:
+    addr = ipaddress.ip_address(address)
+    host = str(addr) if addr.version == 4 else f"[{addr}]"
+    cidr = f'"{addr}/{addr.max_prefixlen}"'
+    with pytest.raises(DestinationRefused) as literal:
+        GUARD.check_host(host)
+    assert str(literal.value) == (
+        f"refused by the SSRF guard: {addr} is {KINDS[address]} " + _HINT.format(cidr=cidr)
+    )
+    with pytest.raises(DestinationRefused) as resolved:
+        GUARD.check_addresses("internal.example", ["8.8.8.8", address])
+    assert str(resolved.value) == (
+        f"refused by the SSRF guard: internal.example resolves to {addr}, {KINDS[address]} "
+        + _HINT.format(cidr=cidr)
+    )
+    assert resolved.value.address == addr and resolved.value.host == "internal.example"
+
+
+def test_the_settings_a_refusal_names_do_open_the_destination() -> None:
+    """The advice in the message is right: the CIDR it suggests, or the host, lets it through."""
+    with pytest.raises(DestinationRefused) as info:
+        GUARD.check_addresses("localhost", ["127.0.0.1"])
+    cidr = str(info.value).split('e.g. "', 1)[1].split('"', 1)[0]
+    DestinationPolicy(allow_cidrs=[cidr]).check_addresses("localhost", ["127.0.0.1"])
+    DestinationPolicy(allow_hosts=["localhost"]).check_addresses("localhost", ["127.0.0.1"])
