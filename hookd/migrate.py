@@ -193,7 +193,9 @@ async def apply_to(
         HookdError: a role to grant to does not exist.
     """
     try:
-        conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
+        # statement_cache_size 0: no named prepared statements, so `hookd migrate` also works
+        # through a pooler in transaction mode (each transaction may get another server session).
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout_s, statement_cache_size=0)
     except CONNECT_ERRORS as exc:
         raise cannot_connect(exc) from None
     try:

@@ -28,7 +28,7 @@ import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from hookd import migrate
-from hookd.errors import PermissionDenied, SchemaMissing, StoreUnavailable
+from hookd.errors import ConfigError, PermissionDenied, SchemaMissing, StoreUnavailable
 from hookd.models import (
     AttemptLogEntry,
     AttemptRecord,
@@ -98,9 +98,22 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_LOST_STATEMENT_STATES = frozenset({"26000", "42P05"})
+"""invalid_sql_statement_name, duplicate_prepared_statement: a named prepared statement (asyncpg's
+statement cache; hookd names none itself) missing from, or already in, the server session. That
+happens when the session changed between two transactions: a pooler in transaction mode."""
+
+UNDECLARED_POOLER = (
+    "database.dsn: goes through a pooler in transaction mode (the server session changed "
+    'between two transactions): set database.pooler = "transaction", or connect straight to '
+    "PostgreSQL"
+)
+
+
 def _mapped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Turn transient driver errors raised by a Store method into StoreUnavailable, and a missing
-    privilege into PermissionDenied (once)."""
+    """Turn transient driver errors raised by a Store method into StoreUnavailable, a missing
+    privilege into PermissionDenied, and the trace of an undeclared transaction pooler into
+    ConfigError (once)."""
 
     @functools.wraps(fn)
     async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -111,6 +124,8 @@ def _mapped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any,
         except Exception as exc:
             store = args[0]
             assert isinstance(store, Store)
+            if getattr(exc, "sqlstate", None) in _LOST_STATEMENT_STATES:
+                raise ConfigError(UNDECLARED_POOLER) from exc
             if _denied(exc):
                 raise await store._permission_denied(exc) from exc
             if not is_transient(exc):
@@ -366,6 +381,8 @@ class Store:
             await store.close()
             if denial is not None:
                 raise denial from None
+            if getattr(exc, "sqlstate", None) in _LOST_STATEMENT_STATES:
+                raise ConfigError(UNDECLARED_POOLER) from None
             if isinstance(exc, Exception) and is_transient(exc):
                 raise migrate.cannot_connect(exc) from None
             raise

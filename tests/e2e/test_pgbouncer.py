@@ -17,7 +17,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from hookd.errors import ConfigError
 from hookd.listener import AWAKE_LOCK_KEY
+from hookd.store import UNDECLARED_POOLER, Store
 
 from support.daemon import add_endpoint, wait_until
 from support.pgbouncer import pgbouncer_binary, pgbouncer_for
@@ -176,6 +178,50 @@ async def test_listen_through_a_transaction_pooler_is_refused_naming_the_setting
         no_listen = write_config(tmp_path / "none.toml", {"database": {"pooler": "transaction"}})
         line = await _refusal(through, no_listen)
         assert line.startswith("hookd: error: database.listen_dsn: must be set when")
+
+
+async def test_an_undeclared_transaction_pooler_is_named_by_the_store(cluster: PgServer) -> None:
+    """A CLI command through the pooler without `database.pooler` (the daemon's start-up probe is
+    not there) gets one line naming the setting, not asyncpg's traceback: its cached statement
+    was prepared in a server session that another client holds when it is used again."""
+    async with pgbouncer_for(cluster, pool_mode="transaction", pool_size=2) as bouncer:
+        through = bouncer.dsn_for(DBNAME)
+        for pooler in ("transaction", "none"):
+            store = await Store.open(
+                through, pool_size=1, connect_timeout_s=5.0, command_timeout_s=10.0, pooler=pooler
+            )
+            other = await asyncpg.connect(through, statement_cache_size=0)
+            try:
+                await store.status()
+                # PgBouncer lends its most recently used server first: the session where
+                # status_counts was just prepared goes to `other`, for as long as it holds it.
+                async with other.transaction():
+                    await other.fetchval("SELECT 1")
+                    if pooler == "transaction":
+                        await store.status()
+                    else:
+                        with pytest.raises(ConfigError) as caught:
+                            await store.status()
+                        assert str(caught.value) == UNDECLARED_POOLER
+            finally:
+                await other.close()
+                await store.close()
+    assert UNDECLARED_POOLER.startswith("database.dsn: goes through a pooler in transaction mode")
+    assert 'set database.pooler = "transaction"' in UNDECLARED_POOLER
+
+
+async def test_migrate_through_a_transaction_pooler(cluster: PgServer) -> None:
+    """`hookd migrate` works through the pooler, on a new database and again on a migrated one."""
+    admin = await asyncpg.connect(cluster.dsn_for("postgres"))
+    try:
+        await admin.execute("CREATE DATABASE fresh")
+    finally:
+        await admin.close()
+    async with pgbouncer_for(cluster, pool_mode="transaction", pool_size=2) as bouncer:
+        first = await run_cli("migrate", "--dsn", bouncer.dsn_for("fresh"))
+        again = await run_cli("migrate", "--dsn", bouncer.dsn_for("fresh"))
+    assert first.returncode == 0 and "schema at version" in first.stdout, first.describe()
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.describe()
 
 
 async def test_a_session_mode_pooler_is_not_refused(cluster: PgServer, tmp_path: Path) -> None:
