@@ -5,6 +5,8 @@ authentication): one per operation, its handler found by `operationId`, its para
 checked against the document's schemas (hookd/validation.py) before the handler runs. The
 handlers (hookd/resources.py) call hookd.service.Service and only shape its results as JSON.
 
+Public, without a token: /openapi.json and /catalogue.json (the event catalogue, for receivers).
+
 Authentication: every path under /v1 needs `Authorization: Bearer <token>`, checked against the
 tokens file (hookd/tokens.py; RFC 6750). A token limited to a tenant acts in `Scope(tenant)` and
 sees other tenants' objects as absent (404). Missing or unknown tokens get a 401 problem with
@@ -12,6 +14,7 @@ sees other tenants' objects as absent (404). Missing or unknown tokens get a 401
 
 Errors are RFC 9457 problem details (`application/problem+json`), made in one middleware:
     400 malformed JSON, 401 no or bad token, 404 no such object or path, 405 wrong method,
+    403 Forbidden (a tenant's token changing the installation-wide event catalogue),
     409 Conflict (the object's state forbids the action), 413 a body over 1 MiB,
     415 a body that is not application/json, 422 invalid input (`errors` names each field by
     JSON pointer or parameter name), 503 database unavailable (with Retry-After),
@@ -39,7 +42,7 @@ from hookd.config import ApiConfig
 from hookd.errors import ConfigError, DatabaseUnavailable, HookdError, SchemaMissing
 from hookd.openapi import DOCUMENT, JSON, MAX_BODY_BYTES, PROBLEM_JSON
 from hookd.resources import Call, Handler, Resources
-from hookd.service import Conflict, InvalidInput, NotFound, Scope, Service
+from hookd.service import Conflict, Forbidden, InvalidInput, NotFound, Scope, Service
 from hookd.signing import InvalidSecret
 from hookd.tokens import ApiToken, TokenFile
 from hookd.validation import Contract, FieldError, InvalidRequest, Operation
@@ -181,6 +184,8 @@ class ApiServer:
             return _invalid(exc.errors).response()
         except NotFound as exc:
             return Problem(404, "Not Found", str(exc)).response()
+        except Forbidden as exc:
+            return Problem(403, "Forbidden", str(exc)).response()
         except Conflict as exc:
             return Problem(409, "Conflict", str(exc), kind="urn:hookd:problem:conflict").response()
         except (DatabaseUnavailable, SchemaMissing) as exc:

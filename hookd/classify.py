@@ -11,14 +11,19 @@ Rules (docs/design-notes.md item 13, the common webhook conventions):
 * 410 Gone means the receiver wants no more deliveries: disable the endpoint when allowed;
 * 429 and 503 ask the sender to back off: honour ``Retry-After`` (RFC 9110 section 10.2.3, both
   delay-seconds and HTTP-date forms), capped, and halve the endpoint's concurrency;
-* every other status and every network failure is retried on the policy's schedule. A failure
-  never makes a delivery permanent by itself: the retry policy decides when to stop.
+* a status in the *final* set (``http.final_statuses``, per endpoint ``final_statuses``; default
+  413 Payload Too Large, which the receiver answers the same way every time) ends the delivery at
+  once: a retry cannot succeed. Statuses that HTTP defines as worth repeating (408, 425, 429, 503)
+  and 410 (its own rule above) cannot be final: ``check_final_statuses``;
+* every other status and every network failure is retried on the policy's schedule: the retry
+  policy decides when to stop.
 """
 
 from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
@@ -26,10 +31,12 @@ from email.utils import parsedate_to_datetime
 from hookd.destinations import REFUSED_REASON
 
 __all__ = [
+    "DEFAULT_FINAL_STATUSES",
     "STATUS_CLASSES",
     "Classification",
     "FailureKind",
     "Verdict",
+    "check_final_statuses",
     "classify_failure",
     "classify_response",
     "parse_retry_after",
@@ -66,6 +73,44 @@ class Verdict(enum.StrEnum):
     RETRY = "retry"
     DISABLE = "disable"
     """The receiver answered 410 Gone and the configuration allows disabling the endpoint."""
+    FINAL = "final"
+    """The receiver's answer is in the final set: a retry cannot succeed, dead-letter at once."""
+
+
+DEFAULT_FINAL_STATUSES: tuple[int, ...] = (413,)
+"""Statuses that end a delivery at once unless configured otherwise: 413 Payload Too Large depends
+only on the payload, which every attempt sends again unchanged. Not 400, 401, 403, 404 or 422:
+receivers answer those during deploys and misconfigurations that an operator fixes, and a
+retry then succeeds (README, "How delivery behaves")."""
+
+NEVER_FINAL: dict[int, str] = {
+    408: "408 Request Timeout invites the client to repeat the request (RFC 9110 section 15.5.9)",
+    410: "410 Gone has its own rule: it disables the endpoint (http.disable_on_gone)",
+    425: "425 Too Early asks the client to repeat the request later (RFC 8470 section 5.2)",
+    429: "429 Too Many Requests asks the sender to retry later (RFC 6585 section 4, Retry-After)",
+    503: "503 Service Unavailable is temporary by definition (RFC 9110 section 15.6.4, Retry-After)",
+}
+"""Statuses that cannot be final, and why."""
+
+
+def check_final_statuses(values: Iterable[object]) -> tuple[int, ...]:
+    """Validate a final set (``http.final_statuses``, an endpoint's ``final_statuses``): return it
+    sorted, without duplicates.
+
+    Each value must be an integer status 400-599 (4xx or 5xx: a 2xx is delivered, a 3xx is a
+    redirect that is never followed, and anything else is not a final HTTP answer) and not one of
+    ``NEVER_FINAL``. Raises ValueError naming the first bad value.
+    """
+    out: set[int] = set()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected HTTP status codes (integers), got {value!r}")
+        if not 400 <= value <= 599:
+            raise ValueError(f"{value} cannot be final: give 4xx or 5xx statuses (400-599)")
+        if value in NEVER_FINAL:
+            raise ValueError(f"{value} cannot be final: {NEVER_FINAL[value]}")
+        out.add(value)
+    return tuple(sorted(out))
 
 
 STATUS_CLASSES: frozenset[str] = frozenset(
@@ -134,15 +179,18 @@ def classify_response(
     now_unix_s: float,
     max_retry_after_s: float,
     disable_on_gone: bool = True,
+    final_statuses: Collection[int] = (),
 ) -> Classification:
     """Classify an HTTP response by its status and ``Retry-After`` header value.
 
     2xx is delivered. 3xx is retried and never followed. 410 gives DISABLE when
     ``disable_on_gone`` else RETRY. 429 and 503 are retried with ``slow_down`` set and
     ``retry_after_s = min(parse_retry_after(retry_after, now_unix_s), max_retry_after_s)`` (None
-    when the header is absent or unparseable); ``Retry-After`` on other statuses is ignored. Every
-    other status is retried. Informational (1xx) and non-standard (600-999) final statuses are
-    counted as server errors ("5xx").
+    when the header is absent or unparseable); ``Retry-After`` on other statuses is ignored. A
+    status in ``final_statuses`` (checked by ``check_final_statuses``, so never 2xx, 3xx, 410, 429
+    or 503) gives FINAL: the delivery ends without further attempts. Every other status is
+    retried. Informational (1xx) and non-standard (600-999) statuses are counted as server errors
+    ("5xx").
 
     ``now_unix_s`` is wall-clock Unix seconds (for HTTP-date values); ``max_retry_after_s`` caps
     how long a receiver can push a retry back (seconds, >= 0). Raises ValueError when ``status`` is
@@ -166,6 +214,10 @@ def classify_response(
         retry_after_s = None if parsed is None else min(parsed, max_retry_after_s)
         return Classification(
             Verdict.RETRY, status_class, retry_after_s=retry_after_s, slow_down=True, reason=reason
+        )
+    if status in final_statuses:
+        return Classification(
+            Verdict.FINAL, status_class, reason=f"{reason}, a final answer: not retried"
         )
     return Classification(Verdict.RETRY, status_class, reason=reason)
 

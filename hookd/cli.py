@@ -1,6 +1,7 @@
 """The `hookd` command line: migrate, endpoint, run, deliveries, attempts, retry, resend, replay,
-status, demo. Endpoint, delivery and action commands go through the operating service
-(hookd/service.py) as an operator (`Scope()`), the same code the HTTP API runs.
+status, demo, and event-type (the event catalogue, in hookd/cli_catalogue.py). Endpoint, delivery,
+catalogue and action commands go through the operating service (hookd/service.py) as an operator
+(`Scope()`), the same code the HTTP API runs.
 
 User mistakes (bad configuration, unreachable database, invalid input, no such object, a state
 that forbids the action) end with one line on stderr starting with "hookd: error:" and exit
@@ -22,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from hookd import __version__, config, logs, migrate, tokens
+from hookd import __version__, cli_catalogue, config, logs, migrate, tokens
 from hookd.auth import validate_credentials
 from hookd.endpoints import SETTING_TYPES, validate_settings
 from hookd.errors import ConfigError, HookdError
@@ -180,6 +181,7 @@ _SETTING_FLAGS = {
     "max_attempts": "retry_max_attempts",
     "max_age": "retry_max_age_s",
     "retry_schedule": "retry_schedule_s",
+    "final_statuses": "final_statuses",
 }
 
 
@@ -215,7 +217,22 @@ def _settings_from_args(args: argparse.Namespace) -> dict[str, Any]:
             raise HookdError(
                 "--retry-schedule: give seconds separated by commas, e.g. 0,5,300"
             ) from None
+    final = getattr(args, "final_statuses", None)
+    if final is not None:
+        raw["final_statuses"] = _statuses(final)
     return validate_settings(raw)
+
+
+def _statuses(text: str) -> list[int]:
+    """HTTP statuses from '413,422'; 'none' (or '') is the empty list."""
+    if text.strip().lower() in ("", "none"):
+        return []
+    try:
+        return [int(x) for x in text.split(",")]
+    except ValueError:
+        raise HookdError(
+            "--final-statuses: give HTTP statuses separated by commas, e.g. 413,422 (or none)"
+        ) from None
 
 
 def _event_types_arg(spec: str) -> tuple[str, ...]:
@@ -252,6 +269,7 @@ async def cmd_endpoint_add(args: argparse.Namespace) -> int:
         settings=settings,
         secret=args.secret,
         kind=args.kind,
+        payload_filter=args.filter,
     )
 
     async def go(service: Service, cfg: config.Config) -> int:
@@ -293,6 +311,7 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
                     "url": e.url,
                     "tenant": e.tenant,
                     "event_types": list(e.event_types),
+                    "filter": e.payload_filter,
                     "enabled": e.enabled,
                     "disabled_reason": e.disabled_reason,
                     "description": e.description,
@@ -321,6 +340,7 @@ _EFFECTIVE: dict[str, Callable[[config.Config], Any]] = {
     "retry_max_attempts": lambda c: c.retry.max_attempts,
     "retry_max_age_s": lambda c: c.retry.max_age_s,
     "retry_jitter": lambda c: c.retry.jitter,
+    "final_statuses": lambda c: list(c.http.final_statuses),
 }
 """Where each per-endpoint override's configured default comes from."""
 
@@ -355,6 +375,7 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
             "url": ep.url,
             "tenant": ep.tenant,
             "event_types": list(ep.event_types),
+            "filter": ep.payload_filter,
             "enabled": ep.enabled,
             "disabled_reason": ep.disabled_reason,
             "description": ep.description,
@@ -380,6 +401,7 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
             ("state", state),
             ("tenant", ep.tenant or "-"),
             ("event types", ", ".join(ep.event_types)),
+            ("payload filter", ep.payload_filter or "none"),
             ("description", ep.description or "-"),
             ("secret", f"{_mask(ep.secret)} {data['signature']}"),
         ]
@@ -401,7 +423,9 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
         print("settings (* = override of the configuration)")
         for key, value in effective.items():
             mark = "*" if key in ep.settings else " "
-            shown = ",".join(f"{v:g}" for v in value) if isinstance(value, list) else value
+            shown = (
+                (",".join(f"{v:g}" for v in value) or "none") if isinstance(value, list) else value
+            )
             print(f" {mark}{key:19} {shown}")
         print("attempts         last hour  last day")
         for label, hour, day in zip(
@@ -451,6 +475,10 @@ async def cmd_endpoint_update(args: argparse.Namespace) -> int:
             given["tenant"] = args.tenant
         if args.description is not None:
             given["description"] = args.description or None
+        if args.no_filter:
+            given["payload_filter"] = None
+        elif args.filter is not None:
+            given["payload_filter"] = args.filter
         if pairs or args.clear_metadata:
             base = (
                 {}
@@ -463,7 +491,8 @@ async def cmd_endpoint_update(args: argparse.Namespace) -> int:
         if not given:
             raise HookdError(
                 "give at least one change (--url, --event-types, --tenant, --no-tenant,"
-                " --description, --metadata, --clear-metadata, an override flag or --unset)"
+                " --filter, --no-filter, --description, --metadata, --clear-metadata, an override"
+                " flag or --unset)"
             )
         await service.update_endpoint(OPERATOR, args.id, EndpointChanges(**given))
         print(f"endpoint {args.id} updated: {', '.join(given)}")
@@ -518,7 +547,7 @@ async def cmd_endpoint_settings(args: argparse.Namespace) -> int:
         else:
             ep = await _endpoint(service, args.id)
         overrides = ", ".join(
-            f"{k}={','.join(f'{x:g}' for x in v) if isinstance(v, list) else v}"
+            f"{k}={(','.join(f'{x:g}' for x in v) or 'none') if isinstance(v, list) else v}"
             for k, v in ep.settings.items()
         )
         print(f"endpoint {args.id} overrides: {overrides or 'none (the configuration applies)'}")
@@ -624,7 +653,7 @@ async def cmd_endpoint_test(args: argparse.Namespace) -> int:
         raise HookdError(f"--wait: give 0 to {MAX_TEST_WAIT_S:.0f} seconds")
 
     async def go(service: Service, cfg: config.Config) -> int:
-        result = await service.send_test(OPERATOR, args.id, args.wait)
+        result = await service.send_test(OPERATOR, args.id, args.wait, args.event_type)
         d = result.delivery
         print(
             f"test event {d.event_id} ({result.webhook_id}) sent to endpoint {args.id} as delivery {d.id}"
@@ -942,6 +971,12 @@ def _override_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--retry-schedule", metavar="S,S,...", help="delays before attempts, seconds")
     g.add_argument("--max-attempts", type=int, metavar="N")
     g.add_argument("--max-age", type=float, metavar="SECONDS", help="give up after this age")
+    g.add_argument(
+        "--final-statuses",
+        metavar="S,S,...",
+        help="statuses that dead-letter at once, not retried (replaces http.final_statuses;"
+        " 'none': retry every status)",
+    )
 
 
 def _metadata_arg(p: argparse.ArgumentParser) -> None:
@@ -950,6 +985,15 @@ def _metadata_arg(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="KEY=VALUE",
         help="free-form metadata (repeatable; at most 50 keys)",
+    )
+
+
+def _filter_arg(p: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup) -> None:
+    p.add_argument(
+        "--filter",
+        metavar="JSONPATH",
+        help="only events whose payload this SQL/JSON path predicate holds for, e.g."
+        " '$.total > 100 && $.currency == \"EUR\"' (PostgreSQL's jsonpath; checked by it)",
     )
 
 
@@ -1065,6 +1109,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--event-types", default="*", help="comma-separated: names, 'prefix.*' or '*' (default)"
     )
     p.add_argument("--tenant")
+    _filter_arg(p)
     p.add_argument("--description", help="free text for operators (at most 1,000 characters)")
     _metadata_arg(p)
     p.add_argument("--secret", help="whsec_... or whsk_... (generated when not given)")
@@ -1100,6 +1145,11 @@ def build_parser() -> argparse.ArgumentParser:
     tenant = p.add_mutually_exclusive_group()
     tenant.add_argument("--tenant")
     tenant.add_argument("--no-tenant", action="store_true", help="remove the tenant")
+    payload_filter = p.add_mutually_exclusive_group()
+    _filter_arg(payload_filter)
+    payload_filter.add_argument(
+        "--no-filter", action="store_true", help="remove the payload filter"
+    )
     p.add_argument("--description", help="free text ('' removes it)")
     _metadata_arg(p)
     p.add_argument(
@@ -1108,9 +1158,16 @@ def build_parser() -> argparse.ArgumentParser:
     _override_args(p)
     _unset_arg(p)
     p.set_defaults(fn=cmd_endpoint_update)
-    p = ep.add_parser("test", help="send a signed hookd.ping to one endpoint and show its attempt")
+    p = ep.add_parser(
+        "test", help="send a signed test event (hookd.ping) to one endpoint and show its attempt"
+    )
     _db_args(p)
     p.add_argument("id", type=int)
+    p.add_argument(
+        "--event-type",
+        metavar="TYPE",
+        help="send an event of this catalogue type, its example as payload (not a hookd.ping)",
+    )
     p.add_argument(
         "--wait",
         type=float,
@@ -1234,6 +1291,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run everything on a throwaway PostgreSQL and a local receiver")
     p.set_defaults(fn=cmd_demo)
+
+    cli_catalogue.add_parser(sub, _db_args, _with_service)
 
     _api_token_commands(sub)
     return parser

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from hookd.breaker import BreakerSettings
+from hookd.classify import DEFAULT_FINAL_STATUSES, check_final_statuses
 from hookd.destinations import DestinationPolicy
 from hookd.errors import ConfigError
 from hookd.retry import DEFAULT_SCHEDULE_S, RetryPolicy
@@ -108,6 +109,11 @@ class HttpConfig:
     """Longest wait a `Retry-After` header (on 429 or 503) may impose before the next attempt."""
     disable_on_gone: bool = True
     """Disable an endpoint whose receiver answers 410 Gone (its deliveries are kept, paused)."""
+    final_statuses: tuple[int, ...] = DEFAULT_FINAL_STATUSES
+    """Statuses that end a delivery at once, dead-lettered without further attempts, because a
+    retry cannot succeed (413: the same payload is too large every time). 400-599, except 408,
+    425, 429 and 503 (they ask for a retry) and 410 (`disable_on_gone`). An endpoint's
+    `final_statuses` setting replaces this list for that endpoint."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -342,6 +348,10 @@ def validate(cfg: Config) -> Config:
         )
     if h.connect_timeout_s > h.total_timeout_s:
         raise ConfigError("http.connect_timeout_s: must not exceed http.total_timeout_s")
+    try:
+        check_final_statuses(h.final_statuses)
+    except ValueError as exc:
+        raise ConfigError(f"http.final_statuses: {exc}") from None
     try:
         cfg.security.policy()
     except ValueError as exc:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from hookd.classify import check_final_statuses
 from hookd.errors import InvalidEndpoint
 
 MAX_URL_LENGTH = 2048
@@ -73,7 +74,10 @@ SETTING_TYPES: dict[str, type] = {
     "retry_max_attempts": int,
     "retry_max_age_s": float,
     "retry_jitter": float,
+    "final_statuses": tuple,
 }
+"""`final_statuses` (a list of HTTP statuses, maybe empty) replaces `http.final_statuses` for the
+endpoint: hookd/classify.py `check_final_statuses` says which statuses may be final."""
 
 
 def validate_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -89,7 +93,14 @@ def validate_settings(raw: Mapping[str, Any]) -> dict[str, Any]:
             raise InvalidEndpoint(
                 f"settings: unknown key {key!r} (known: {', '.join(SETTING_TYPES)})"
             )
-        if kind is list:
+        if kind is tuple:
+            if not isinstance(value, list | tuple):
+                raise InvalidEndpoint(f"settings.{key}: expected a list of HTTP statuses")
+            try:
+                out[key] = list(check_final_statuses(value))
+            except ValueError as exc:
+                raise InvalidEndpoint(f"settings.{key}: {exc}") from None
+        elif kind is list:
             if not isinstance(value, list) or not value or not all(_number(v) for v in value):
                 raise InvalidEndpoint(f"settings.{key}: expected a non-empty list of seconds")
             out[key] = [float(v) for v in value]

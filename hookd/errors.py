@@ -40,3 +40,16 @@ class StoreUnavailable(DatabaseUnavailable):
 class PermissionDenied(HookdError):
     """The database role lacks a privilege hookd needs: as the schema owner, run `hookd migrate
     --daemon-role ROLE` (SQLSTATE 42501, insufficient_privilege)."""
+
+
+class InvalidPayloadFilter(HookdError):
+    """PostgreSQL refused a payload filter; `sqlstate` says why (42601 syntax, 22038 not a
+    predicate, 42704 an unknown variable, ...)."""
+
+    def __init__(self, message: str, sqlstate: str) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+class Busy(HookdError):
+    """Another transaction holds a lock this change needs; try again (SQLSTATE 55P03)."""

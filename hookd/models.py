@@ -47,6 +47,9 @@ class Endpoint:
     """Free text for operators (at most 1,000 characters)."""
     metadata: Mapping[str, Any] | None = None
     """Free-form string keys and values (at most 50), kept for the operator or tenant."""
+    payload_filter: str | None = None
+    """A predicate in PostgreSQL's SQL/JSON path language, in PostgreSQL's canonical text (e.g.
+    `($."total" > 100)`); fan-out gives the endpoint only events whose payload it holds for."""
 
     def secrets_at(self, now: datetime) -> tuple[str, ...]:
         """The secrets to sign with at `now`: the current one, plus the previous during its grace."""
@@ -193,3 +196,19 @@ class EndpointStats:
     last_attempt_at: datetime | None
     last_hour: WindowStats
     last_day: WindowStats
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """An entry of the event catalogue (installation-wide; hookd/catalogue.py).
+
+    `schema` is a JSON Schema of the payload (an object, or true/false) and `example` an example
+    payload that matches it; each None when not given.
+    """
+
+    name: str
+    description: str
+    schema: Any | None
+    example: Any | None
+    created_at: datetime
+    updated_at: datetime

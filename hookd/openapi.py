@@ -14,9 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from hookd.catalogue import MAX_NAME_LENGTH
 from hookd.service import (
     DEFAULT_PAGE_SIZE,
     MAX_DESCRIPTION_LENGTH,
+    MAX_FILTER_LENGTH,
     MAX_GRACE_S,
     MAX_ID,
     MAX_METADATA_KEY_LENGTH,
@@ -102,6 +104,31 @@ _SETTINGS: dict[str, Schema] = {
     "retry_max_attempts": {"type": "integer", "minimum": 1, "maximum": 1000},
     "retry_max_age_s": {"type": "number", "minimum": 0, "maximum": 365 * 86400},
     "retry_jitter": {"type": "number", "minimum": 0, "maximum": 1},
+    "final_statuses": {
+        "type": "array",
+        "maxItems": 200,
+        "items": {"type": "integer", "minimum": 400, "maximum": 599},
+        "description": "Statuses that dead-letter a delivery at once, not retried (replaces "
+        "http.final_statuses for this endpoint; [] retries every status). Not 408, 410, 425, "
+        "429 or 503.",
+    },
+}
+
+_FILTER = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_FILTER_LENGTH,
+    "pattern": NO_NUL_PATTERN,
+    "description": "A predicate in PostgreSQL's SQL/JSON path language over the event payload, "
+    'e.g. `$.total > 100 && $.currency == "EUR"`: only events it is true for are delivered. '
+    "PostgreSQL checks it; a bare path (not a predicate) or a $variable is refused.",
+}
+_EVENT_TYPE_NAME = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_NAME_LENGTH,
+    "pattern": "^[A-Za-z0-9_-]+(\\.[A-Za-z0-9_-]+)*$",
+    "description": "An event type: dot-separated words of letters, digits, _ and -.",
 }
 
 _ONE_AUTH_KIND = {
@@ -148,6 +175,8 @@ _SCHEMAS: dict[str, Schema] = {
         "maxLength": MAX_TENANT_LENGTH,
         "pattern": LINE_PATTERN,
     },
+    "PayloadFilter": _FILTER,
+    "EventTypeName": _EVENT_TYPE_NAME,
     "EventTypeFilter": {
         "type": "string",
         "maxLength": 200,
@@ -247,6 +276,7 @@ _SCHEMAS: dict[str, Schema] = {
             "secret": _ref("Secret"),
             "kind": {"enum": ["hmac", "ed25519"], "default": "hmac"},
             "enabled": {"type": "boolean", "default": True},
+            "filter": _nullable(_ref("PayloadFilter")),
         },
         ("url",),
         description="A new endpoint; without `secret` one of `kind` is generated.",
@@ -266,9 +296,11 @@ _SCHEMAS: dict[str, Schema] = {
             "enabled": {"type": "boolean"},
             "settings": _ref("SettingsChanges"),
             "credentials": _nullable(_ref("Credentials")),
+            "filter": _nullable(_ref("PayloadFilter")),
         },
         minProperties=1,
-        description="Only the given fields change (null clears tenant, description, credentials).",
+        description="Only the given fields change (null clears tenant, description, credentials, "
+        "filter).",
     ),
     "Endpoint": _object(
         {
@@ -276,6 +308,10 @@ _SCHEMAS: dict[str, Schema] = {
             "url": {"type": "string"},
             "tenant": {"type": ["string", "null"]},
             "event_types": {"type": "array", "items": {"type": "string"}},
+            "filter": {
+                "type": ["string", "null"],
+                "description": "The payload filter in PostgreSQL's canonical form, or null.",
+            },
             "enabled": {"type": "boolean"},
             "disabled_reason": {"type": ["string", "null"]},
             "description": {"type": ["string", "null"]},
@@ -297,6 +333,7 @@ _SCHEMAS: dict[str, Schema] = {
             "url",
             "tenant",
             "event_types",
+            "filter",
             "enabled",
             "disabled_reason",
             "description",
@@ -435,7 +472,12 @@ _SCHEMAS: dict[str, Schema] = {
                 "maximum": MAX_TEST_WAIT_S,
                 "default": DEFAULT_TEST_WAIT_S,
                 "description": "Seconds to wait for the attempt's result.",
-            }
+            },
+            "event_type": {
+                **_ref("EventTypeName"),
+                "description": "Send an event of this catalogue type, with its example as "
+                "payload, instead of a hookd.ping.",
+            },
         }
     ),
     "TestResult": _object(
@@ -517,6 +559,81 @@ _SCHEMAS |= {
     "DeliveryPage": _page_of("Delivery"),
     "AttemptList": _object({"data": {"type": "array", "items": _ref("Attempt")}}, ("data",)),
     "EventTypeList": _object({"data": {"type": "array", "items": {"type": "string"}}}, ("data",)),
+    "CatalogueEntry": _object(
+        {
+            "name": _ref("EventTypeName"),
+            "description": {"type": "string"},
+            "schema": {
+                "type": ["object", "boolean", "null"],
+                "description": "JSON Schema of the payload, or null.",
+            },
+            "example": {"description": "An example payload (matches `schema`), or null."},
+            "created_at": _TIME,
+            "updated_at": _TIME,
+        },
+        ("name", "description", "schema", "example", "created_at", "updated_at"),
+        description="An event type of the catalogue.",
+    ),
+    "CatalogueEntryPut": _closed(
+        {
+            "description": {**_ref("Description"), "default": ""},
+            "schema": {
+                "type": ["object", "boolean", "null"],
+                "default": None,
+                "description": "A JSON Schema of the payload (checked with the jsonschema "
+                "library), or null for none.",
+            },
+            "example": {
+                "default": None,
+                "description": "An example payload, checked against `schema`; null for none.",
+            },
+        },
+        description="The whole entry: fields not given take their defaults.",
+    ),
+    "CatalogueList": _object(
+        {"data": {"type": "array", "items": _ref("CatalogueEntry")}}, ("data",)
+    ),
+    "StrictMode": _closed(
+        {
+            "strict": {
+                "type": "boolean",
+                "description": "Publishing refuses event types the catalogue lacks (hookd's own "
+                "hookd.ping is always accepted).",
+            }
+        },
+        ("strict",),
+    ),
+    "StrictModeResult": _object(
+        {
+            "strict": {"type": "boolean"},
+            "unknown_seen": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Event types in the outbox the catalogue lacks, which publishing "
+                "now refuses (when on; at most 100).",
+            },
+        },
+        ("strict", "unknown_seen"),
+    ),
+    "CatalogueDocument": _object(
+        {
+            "event_types": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "name": {"type": "string"},
+                        "description": {"type": "string"},
+                        "schema": {"type": ["object", "boolean", "null"]},
+                        "example": {},
+                        "updated_at": _TIME,
+                    },
+                    ("name", "description", "schema", "example", "updated_at"),
+                ),
+            }
+        },
+        ("event_types",),
+        description="The event catalogue as receivers read it, sorted by name.",
+    ),
 }
 
 
@@ -536,6 +653,7 @@ _RESPONSES: dict[str, Schema] = {
         "No bearer token, or not a configured one.",
         {"WWW-Authenticate": {"required": True, "schema": {"type": "string"}}},
     ),
+    "Forbidden": _problem("The token's tenant may not do this (it changes the installation)."),
     "NotFound": _problem("No such object (or not within the token's tenant)."),
     "Conflict": _problem("The object's state forbids the action."),
     "TooLarge": _problem(f"The body is larger than {MAX_BODY_BYTES} bytes."),
@@ -632,6 +750,7 @@ def _operation(
     body_required: bool = True,
     found: bool = True,
     conflict: bool = False,
+    forbidden: bool = False,
     tag: str,
 ) -> Schema:
     """One operation with the problem responses every /v1 operation can give."""
@@ -641,6 +760,8 @@ def _operation(
         responses[status] = {"$ref": f"#/components/responses/{name}"}
 
     problem("401", "Unauthorized")
+    if forbidden:
+        problem("403", "Forbidden")
     if found:
         problem("404", "NotFound")
     if conflict:
@@ -664,6 +785,15 @@ def _operation(
 
 
 _ID = (_param("Id"),)
+_NAME = (
+    {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "schema": _ref("EventTypeName"),
+        "example": "order.paid",
+    },
+)
 _PAGE = (_param("Limit"), _param("Cursor"))
 
 _PATHS: dict[str, Schema] = {
@@ -870,6 +1000,82 @@ _PATHS: dict[str, Schema] = {
             tag="deliveries",
         )
     },
+    "/v1/catalogue/event-types": {
+        "get": _operation(
+            "listCatalogue",
+            "The event catalogue, by name",
+            {"200": _json(_ref("CatalogueList"), "The entries.")},
+            found=False,
+            tag="catalogue",
+        )
+    },
+    "/v1/catalogue/event-types/{name}": {
+        "get": _operation(
+            "getCatalogueEntry",
+            "One event type of the catalogue",
+            {"200": _json(_ref("CatalogueEntry"), "The entry.")},
+            params=_NAME,
+            tag="catalogue",
+        ),
+        "put": _operation(
+            "putCatalogueEntry",
+            "Add or replace an event type (operators only)",
+            {
+                "200": _json(_ref("CatalogueEntry"), "Replaced."),
+                "201": _json(
+                    _ref("CatalogueEntry"),
+                    "Added.",
+                    {"Location": {"required": True, "schema": {"type": "string"}}},
+                ),
+            },
+            params=_NAME,
+            body="CatalogueEntryPut",
+            body_required=False,
+            found=False,
+            conflict=True,
+            forbidden=True,
+            tag="catalogue",
+        ),
+        "delete": _operation(
+            "removeCatalogueEntry",
+            "Remove an event type (operators only)",
+            {"204": {"description": "Removed."}},
+            params=_NAME,
+            forbidden=True,
+            tag="catalogue",
+        ),
+    },
+    "/v1/catalogue/strict": {
+        "get": _operation(
+            "getStrictMode",
+            "Whether publishing refuses event types the catalogue lacks",
+            {"200": _json(_ref("StrictMode"), "The switch.")},
+            found=False,
+            tag="catalogue",
+        ),
+        "put": _operation(
+            "setStrictMode",
+            "Turn strict mode on or off (operators only)",
+            {"200": _json(_ref("StrictModeResult"), "The switch as it is now.")},
+            body="StrictMode",
+            found=False,
+            conflict=True,
+            forbidden=True,
+            tag="catalogue",
+        ),
+    },
+    "/catalogue.json": {
+        "get": {
+            "operationId": "catalogueDocument",
+            "summary": "The event catalogue for receivers: types, descriptions, schemas, examples",
+            "tags": ["catalogue"],
+            "security": [],
+            "responses": {
+                "200": _json(_ref("CatalogueDocument"), "The catalogue (public: no token)."),
+                "503": {"$ref": "#/components/responses/Unavailable"},
+            },
+        }
+    },
     "/openapi.json": {
         "get": {
             "operationId": "openapi",
@@ -888,7 +1094,8 @@ DOCUMENT: dict[str, Any] = {
         "version": "1",
         "description": (
             "Endpoints, events, deliveries and attempts of a hookd installation, and the actions "
-            "on them (retry, resend, replay, test). Every /v1 request needs "
+            "on them (retry, resend, replay, test), and its event catalogue (published to "
+            "receivers, without a token, at /catalogue.json). Every /v1 request needs "
             "`Authorization: Bearer <token>` (tokens from `hookd api-token add`); a token limited "
             "to a tenant sees only that tenant's objects, and others are 404. Lists are pages of "
             f"at most {MAX_PAGE_SIZE} rows, newest first: pass `next_cursor` as `cursor` for the "
@@ -900,6 +1107,7 @@ DOCUMENT: dict[str, Any] = {
         {"name": "endpoints"},
         {"name": "events"},
         {"name": "deliveries"},
+        {"name": "catalogue"},
         {"name": "meta"},
     ],
     "paths": _PATHS,

@@ -1,7 +1,8 @@
 """What to write back after an attempt. Pure: the wall-clock time and the jitter draw are passed in.
 
 delivered for 2xx; paused when the receiver answered 410 Gone and disabling is on (the endpoint is
-disabled, its deliveries kept); otherwise the retry policy's next delay, replaced by `Retry-After`
+disabled, its deliveries kept); failed (the dead letter) at once for a final answer (a status in the
+endpoint's final set, hookd/classify.py: a retry cannot succeed); otherwise the retry policy's next delay, replaced by `Retry-After`
 when the receiver sent one on 429/503 (RFC 9110 section 10.2.3, already capped by the
 classifier), or failed (the dead letter) once the policy gives up.
 """
@@ -30,6 +31,8 @@ def decide(
         return Outcome(d.id, d.attempt, DeliveryState.DELIVERED, None, rec.status, None)
     if cls.verdict is Verdict.DISABLE:
         return Outcome(d.id, d.attempt, DeliveryState.PAUSED, None, rec.status, rec.error)
+    if cls.verdict is Verdict.FINAL:
+        return Outcome(d.id, d.attempt, DeliveryState.FAILED, None, rec.status, rec.error)
     age_s = max(0.0, now_unix_s - d.created_at.timestamp())
     delay = policy.next_delay_s(d.attempt, age_s, rand)
     if delay is None:

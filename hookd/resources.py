@@ -19,11 +19,12 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from hookd.models import DeliveryState, Endpoint
+from hookd.models import DeliveryState, Endpoint, EventType
 from hookd.openapi import DEFAULT_TEST_WAIT_S, DOCUMENT, JSON
 from hookd.service import (
     MAX_ID,
     EndpointChanges,
+    EventTypeChanges,
     NewEndpoint,
     Page,
     PageRequest,
@@ -96,6 +97,7 @@ def endpoint_json(ep: Endpoint) -> dict[str, Any]:
         "url": ep.url,
         "tenant": ep.tenant,
         "event_types": list(ep.event_types),
+        "filter": ep.payload_filter,
         "enabled": ep.enabled,
         "disabled_reason": ep.disabled_reason,
         "description": ep.description,
@@ -107,6 +109,18 @@ def endpoint_json(ep: Endpoint) -> dict[str, Any]:
         "updated_at": ep.updated_at,
         "breaker_open_until": ep.breaker_open_until,
         "previous_secret_until": ep.previous_secret_until,
+    }
+
+
+def catalogue_entry_json(e: EventType) -> dict[str, Any]:
+    """An entry of the event catalogue as the API shows it."""
+    return {
+        "name": e.name,
+        "description": e.description,
+        "schema": e.schema,
+        "example": e.example,
+        "created_at": e.created_at,
+        "updated_at": e.updated_at,
     }
 
 
@@ -158,6 +172,13 @@ class Resources:
             "resendDelivery": self._resend,
             "retryDeliveries": self._retry,
             "replayDeliveries": self._replay,
+            "listCatalogue": self._list_catalogue,
+            "getCatalogueEntry": self._get_catalogue_entry,
+            "putCatalogueEntry": self._put_catalogue_entry,
+            "removeCatalogueEntry": self._remove_catalogue_entry,
+            "getStrictMode": self._get_strict,
+            "setStrictMode": self._set_strict,
+            "catalogueDocument": self._catalogue_document,
         }
 
     async def _openapi(self, call: Call) -> web.Response:
@@ -180,6 +201,7 @@ class Resources:
             secret=b.get("secret"),
             kind=b.get("kind", "hmac"),
             enabled=b.get("enabled", True),
+            payload_filter=b.get("filter"),
         )
         ep, secret = await self.service.create_endpoint(call.scope, new)
         data = {**endpoint_json(ep), "secret": secret, "public_key": public_key(secret)}
@@ -194,6 +216,8 @@ class Resources:
         given = dict(call.body)
         if "event_types" in given:
             given["event_types"] = tuple(given["event_types"])
+        if "filter" in given:
+            given["payload_filter"] = given.pop("filter")
         ep = await self.service.update_endpoint(
             call.scope, call.args["id"], EndpointChanges(**given)
         )
@@ -217,7 +241,9 @@ class Resources:
 
     async def _send_test(self, call: Call) -> web.Response:
         wait_s = float(call.body.get("wait_s", DEFAULT_TEST_WAIT_S))
-        result = await self.service.send_test(call.scope, call.args["id"], wait_s)
+        result = await self.service.send_test(
+            call.scope, call.args["id"], wait_s, call.body.get("event_type")
+        )
         return json_response(
             {
                 "delivery": result.delivery,
@@ -288,3 +314,43 @@ class Resources:
         )
         dry_run = bool(b.get("dry_run", False))
         return json_response(await self.service.replay(call.scope, selection, dry_run=dry_run))
+
+    # -- the event catalogue -----------------------------------------------------------------
+
+    async def _list_catalogue(self, call: Call) -> web.Response:
+        entries = await self.service.catalogue(call.scope)
+        return json_response({"data": [catalogue_entry_json(e) for e in entries]})
+
+    async def _get_catalogue_entry(self, call: Call) -> web.Response:
+        entry = await self.service.catalogue_entry(call.scope, call.args["name"])
+        return json_response(catalogue_entry_json(entry))
+
+    async def _put_catalogue_entry(self, call: Call) -> web.Response:
+        b = call.body
+        # PUT replaces the whole entry: what the body leaves out takes its default.
+        changes = EventTypeChanges(
+            description=b.get("description", ""),
+            schema=b.get("schema"),
+            example=b.get("example"),
+        )
+        entry, created = await self.service.put_catalogue_entry(
+            call.scope, call.args["name"], changes
+        )
+        if created:
+            location = {"Location": f"/v1/catalogue/event-types/{entry.name}"}
+            return json_response(catalogue_entry_json(entry), 201, location)
+        return json_response(catalogue_entry_json(entry))
+
+    async def _remove_catalogue_entry(self, call: Call) -> web.Response:
+        await self.service.remove_catalogue_entry(call.scope, call.args["name"])
+        return web.Response(status=204)
+
+    async def _get_strict(self, call: Call) -> web.Response:
+        return json_response({"strict": await self.service.catalogue_strict(call.scope)})
+
+    async def _set_strict(self, call: Call) -> web.Response:
+        done = await self.service.set_catalogue_strict(call.scope, call.body["strict"])
+        return json_response(done)
+
+    async def _catalogue_document(self, call: Call) -> web.Response:
+        return json_response(await self.service.catalogue_document())

@@ -36,6 +36,10 @@ class EndpointRuntime:
     connect_timeout_s: float
     total_timeout_s: float
     problem: str | None = None
+    final_statuses: frozenset[int] = frozenset()
+    """Statuses that end a delivery at once (`http.final_statuses` or the endpoint's override)."""
+    final_statuses_setting: str = "http.final_statuses"
+    """Where `final_statuses` comes from, for the attempt log."""
     headers: dict[str, str] = field(default_factory=dict, repr=False)
     """Authentication and custom headers sent with every request."""
     ssl: ssl.SSLContext | None = field(default=None, repr=False)
@@ -98,6 +102,12 @@ class EndpointRuntime:
             return
         self.limit.set_ceiling(s.get("max_concurrency", cfg.http.per_endpoint_limit))
         self.connect_timeout_s = s.get("connect_timeout_s", cfg.http.connect_timeout_s)
+        if "final_statuses" in s:
+            self.final_statuses = frozenset(s["final_statuses"])
+            self.final_statuses_setting = f"endpoint {ep.id} setting final_statuses"
+        else:
+            self.final_statuses = frozenset(cfg.http.final_statuses)
+            self.final_statuses_setting = "http.final_statuses"
         # An attempt must end well inside the lease, or the delivery could never be sent.
         lease_bound = cfg.daemon.lease_s - cfg.daemon.flush_interval_s - LEASE_MARGIN_S
         self.total_timeout_s = min(s.get("total_timeout_s", cfg.http.total_timeout_s), lease_bound)

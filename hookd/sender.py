@@ -132,7 +132,8 @@ async def attempt(
 
     Headers follow Standard Webhooks 1.0 (a fresh timestamp and signature over the exact body
     bytes). With OAuth, a 401 answer drops the cached token and the request is sent once more
-    with a new one. Never raises for receiver or network failures: they are classified.
+    with a new one. Never raises for receiver or network failures: they are classified; a status
+    in `rt.final_statuses` is FINAL, its error naming the setting it comes from.
     `budget_s` bounds the whole attempt, resends included, in seconds from now: the dispatcher
     sets it so the attempt ends inside the delivery's lease.
     """
@@ -156,8 +157,11 @@ async def attempt(
             now_unix_s=time.time(),
             max_retry_after_s=max_retry_after_s,
             disable_on_gone=disable_on_gone,
+            final_statuses=rt.final_statuses,
         )
-        if cls.verdict is not Verdict.DELIVERED:
+        if cls.verdict is Verdict.FINAL:
+            error = f"{cls.reason} ({rt.final_statuses_setting})"
+        elif cls.verdict is not Verdict.DELIVERED:
             error = cls.reason
     except SendFailed as exc:
         cls = classify_failure(exc.kind)

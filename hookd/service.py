@@ -12,7 +12,12 @@ Errors (all `HookdError`, one line each, safe to show to the caller):
     InvalidInput: a field is invalid; `field` names it (e.g. "url", "settings.total_timeout_s").
     Conflict: the object exists but is in a state that forbids the action (e.g. resending a
         pending delivery, testing a disabled endpoint).
+    Forbidden: the scope may not do this at all (a tenant changing the installation-wide event
+        catalogue).
     StoreUnavailable: the database is unavailable for now.
+
+The event catalogue (`catalogue*` methods) is installation-wide: every scope reads it, only an
+operator scope changes it.
 
 Actions that make deliveries due (retry, resend, replay, test) wake running daemons with a NOTIFY
 on `hookd_wake` carrying the payload "due", so they are attempted at once, not at the next poll.
@@ -30,9 +35,10 @@ from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from hookd.auth import validate_credentials
+from hookd.catalogue import check_example, check_schema, document, name_problem
 from hookd.destinations import DestinationPolicy, DestinationRefused, literal_addresses
 from hookd.endpoints import SETTING_TYPES, parse_event_types, validate_settings, validate_url
-from hookd.errors import HookdError, InvalidEndpoint
+from hookd.errors import Busy, HookdError, InvalidEndpoint, InvalidPayloadFilter
 from hookd.models import (
     AttemptLogEntry,
     DeliveryRecord,
@@ -40,6 +46,7 @@ from hookd.models import (
     Endpoint,
     EndpointStats,
     EventRecord,
+    EventType,
 )
 from hookd.sender import webhook_id
 from hookd.signing import InvalidSecret, decode_secret, generate_secret, public_key
@@ -69,6 +76,8 @@ MAX_DESCRIPTION_LENGTH = 1000
 MAX_METADATA_KEYS = 50
 MAX_METADATA_KEY_LENGTH = 200
 MAX_METADATA_VALUE_LENGTH = 1000
+MAX_FILTER_LENGTH = 2000
+"""Longest payload filter, in characters."""
 MAX_SELECTED_IDS = 1000
 """Most delivery ids one retry or replay may name."""
 MAX_GRACE_S = 30 * 86400.0
@@ -83,6 +92,10 @@ class NotFound(HookdError):
 
 class Conflict(HookdError):
     """The object's state forbids this action."""
+
+
+class Forbidden(HookdError):
+    """The caller's scope may not do this."""
 
 
 class InvalidInput(InvalidEndpoint):
@@ -137,8 +150,8 @@ class EndpointChanges:
 
     `settings` is merged into the endpoint's overrides: a key with value None is removed (back to
     the configured default), other keys replace. `credentials` replaces the whole authentication
-    (None: no authentication). `description` and `tenant` None clear them; `metadata` replaces the
-    free-form object (string keys and values, at most 50 keys).
+    (None: no authentication). `description`, `tenant` and `payload_filter` None clear them;
+    `metadata` replaces the free-form object (string keys and values, at most 50 keys).
     """
 
     url: Any = UNSET
@@ -149,11 +162,16 @@ class EndpointChanges:
     enabled: Any = UNSET
     settings: Any = UNSET
     credentials: Any = UNSET
+    payload_filter: Any = UNSET
 
 
 @dataclass(frozen=True, slots=True)
 class NewEndpoint:
-    """What `create_endpoint` needs; `secret` None generates one of `kind` ("hmac" or "ed25519")."""
+    """What `create_endpoint` needs; `secret` None generates one of `kind` ("hmac" or "ed25519").
+
+    `payload_filter`: a predicate in PostgreSQL's SQL/JSON path language over the event payload
+    (`$.total > 100 && $.currency == "EUR"`); see `Service.check_payload_filter`.
+    """
 
     url: str
     event_types: tuple[str, ...] = ("*",)
@@ -165,6 +183,7 @@ class NewEndpoint:
     secret: str | None = None
     kind: str = "hmac"
     enabled: bool = True
+    payload_filter: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,6 +232,29 @@ class TestResult:
     delivery: DeliveryRecord
     attempt: AttemptLogEntry | None
     webhook_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class EventTypeChanges:
+    """What `put_catalogue_entry` sets: fields left UNSET keep their value (for a new entry: an
+    empty description, no schema, no example); `schema` or `example` None removes it.
+
+    `schema` is a JSON Schema (parsed: an object, or true/false), `example` a payload (any JSON
+    value but null); the example must match the schema that results.
+    """
+
+    description: Any = UNSET
+    schema: Any = UNSET
+    example: Any = UNSET
+
+
+@dataclass(frozen=True, slots=True)
+class StrictResult:
+    """Strict mode after a change, and the event types of the outbox the catalogue lacks (when
+    it is on, publishing them fails from now on); at most 100 listed."""
+
+    strict: bool
+    unknown_seen: list[str]
 
 
 class _HasId(Protocol):
@@ -342,6 +384,20 @@ def check_url(value: object, *, allow_http: bool) -> str:
         raise InvalidInput("url", message) from None
 
 
+_FILTER_HINTS = {
+    "22038": "not a predicate: write a comparison such as $.total > 100, or exists($.field) to"
+    " test that a field is there",
+    "42704": "a filter cannot use variables",
+}
+"""What to add to PostgreSQL's message, by SQLSTATE: 22038 singleton_sql_json_item_required
+(the path yields values, not one boolean), 42704 undefined_object (a $variable)."""
+
+
+def _filter_problem(exc: InvalidPayloadFilter) -> str:
+    hint = _FILTER_HINTS.get(exc.sqlstate)
+    return f"{exc} ({hint})" if hint else str(exc)
+
+
 def _aware(field_name: str, value: datetime | None) -> datetime | None:
     if value is not None and value.tzinfo is None:
         raise InvalidInput(field_name, "give a time zone (e.g. 2026-01-01T00:00:00Z)")
@@ -397,6 +453,31 @@ class Service:
             raise InvalidInput("url", str(exc)) from None
         return url
 
+    async def check_payload_filter(self, value: object) -> str | None:
+        """A payload filter as stored: PostgreSQL's canonical text of `value` (None: no filter).
+
+        The filter is a predicate in PostgreSQL's SQL/JSON path language, evaluated at fan-out
+        with `payload @@ filter` (jsonb_path_match): a comparison (`$.total > 100`), a boolean
+        combination (`&&`, `||`, `!`), `exists($.field)`, `like_regex`, `starts with`,
+        `is unknown`. Only true creates a delivery; false and unknown (strict mode meeting a
+        missing field, a type mismatch) do not. A bare path (`$.total`) is not a predicate and is
+        refused: `@@` would answer unknown for it, and `@?` (jsonb_path_exists) would be true
+        whenever a result exists, even `false`. PostgreSQL itself checks the text; no evaluator
+        of hookd's own.
+
+        Raises InvalidInput("filter", <PostgreSQL's message>) for an empty or invalid filter, one
+        that is not a predicate, or one that names a variable ($x).
+        """
+        if value is None:
+            return None
+        text = _text("filter", value, MAX_FILTER_LENGTH)
+        if not text.strip():
+            raise InvalidInput("filter", "must not be empty (null, or --no-filter, removes it)")
+        try:
+            return await self.store.check_payload_filter(text)
+        except InvalidPayloadFilter as exc:
+            raise InvalidInput("filter", _filter_problem(exc)) from None
+
     def _credentials(self, value: object) -> dict[str, Any] | None:
         if value is None:
             return None
@@ -441,6 +522,7 @@ class Service:
         metadata = _metadata(new.metadata)
         settings = _settings(new.settings)
         credentials = self._credentials(new.credentials)
+        payload_filter = await self.check_payload_filter(new.payload_filter)
         if not isinstance(new.enabled, bool):
             raise InvalidInput("enabled", "expected true or false")
         if new.secret is None:
@@ -464,6 +546,7 @@ class Service:
             metadata=metadata,
             credentials=credentials,
             enabled=new.enabled,
+            payload_filter=payload_filter,
         )
         return ep, secret
 
@@ -492,6 +575,8 @@ class Service:
             fields["description"] = _description(changes.description)
         if changes.metadata is not UNSET:
             fields["metadata"] = _metadata(changes.metadata)
+        if changes.payload_filter is not UNSET:
+            fields["payload_filter"] = await self.check_payload_filter(changes.payload_filter)
         unset: list[str] = []
         if changes.settings is not UNSET:
             if changes.settings is None:
@@ -752,16 +837,23 @@ class Service:
         await self._check_selection(scope, selection)
         return await self._requeue(scope, selection, states, dry_run=dry_run)
 
-    async def send_test(self, scope: Scope, endpoint_id: int, wait_s: float) -> TestResult:
-        """Create a signed `hookd.ping` event delivered to this endpoint only, and wait up to
-        `wait_s` (at most MAX_TEST_WAIT_S; larger waits are cut to it) for its first attempt.
+    async def send_test(
+        self, scope: Scope, endpoint_id: int, wait_s: float, event_type: str | None = None
+    ) -> TestResult:
+        """Create a signed test event delivered to this endpoint only, and wait up to `wait_s`
+        (at most MAX_TEST_WAIT_S; larger waits are cut to it) for its first attempt.
 
-        The event has the endpoint's tenant and payload {"endpoint_id": N, "message": ...}; it
-        is marked fanned out when created, so no other endpoint receives it. A running daemon is
-        woken to attempt it at once. `attempt` is None if none finished within the wait (the
-        delivery goes on as any other).
+        Without `event_type` the event is a `hookd.ping` with payload {"endpoint_id": N,
+        "message": ...}. With it, the event has that type and the catalogue's example as its
+        payload (checked against the entry's schema again), whatever the endpoint's filters
+        say: a test shows what the receiver does with such an event. The event has the
+        endpoint's tenant; it is marked fanned out when created, so no other endpoint receives
+        it. A running daemon is woken to attempt it at once. `attempt` is None if none finished
+        within the wait (the delivery goes on as any other).
 
-        Raises NotFound; Conflict if the endpoint is disabled; InvalidInput for a negative wait.
+        Raises NotFound; Conflict if the endpoint is disabled; InvalidInput for a negative wait,
+        or an `event_type` the catalogue lacks, has no example for, or whose example fails its
+        schema.
         """
         if not (isinstance(wait_s, int | float) and not math.isnan(wait_s) and wait_s >= 0):
             raise InvalidInput("wait_s", f"expected 0 to {MAX_TEST_WAIT_S:.0f} seconds")
@@ -769,9 +861,11 @@ class Service:
         ep = await self.get_endpoint(scope, endpoint_id)
         if not ep.enabled:
             raise Conflict(f"endpoint {endpoint_id} is disabled: enable it to send a test event")
-        payload = {"endpoint_id": endpoint_id, "message": "test event from hookd"}
+        payload: Any = {"endpoint_id": endpoint_id, "message": "test event from hookd"}
+        if event_type is not None:
+            payload = await self._catalogue_example(event_type)
         made = await self.store.insert_test_delivery(
-            endpoint_id, scope.tenant, TEST_EVENT_TYPE, payload
+            endpoint_id, scope.tenant, event_type or TEST_EVENT_TYPE, payload
         )
         if made is None:
             await self.get_endpoint(scope, endpoint_id)
@@ -790,6 +884,137 @@ class Service:
             await asyncio.sleep(min(TEST_POLL_S, left))
         delivery = await self.get_delivery(scope, delivery_id)
         return TestResult(delivery, attempt, webhook_id(self._install_id, event_id))
+
+    # -- the event catalogue ---------------------------------------------------------------------
+
+    async def catalogue(self, scope: Scope) -> list[EventType]:
+        """Every entry of the event catalogue, by name (any scope may read it)."""
+        return await self.store.catalogue()
+
+    async def catalogue_entry(self, scope: Scope, name: str) -> EventType:
+        """One entry of the event catalogue. Raises NotFound, InvalidInput ("name")."""
+        entry = await self.store.catalogue_entry(_catalogue_name(name))
+        if entry is None:
+            raise NotFound(f"no event type {name} in the catalogue")
+        return entry
+
+    async def put_catalogue_entry(
+        self, scope: Scope, name: str, changes: EventTypeChanges
+    ) -> tuple[EventType, bool]:
+        """Add an event type to the catalogue, or change the given fields of one (see
+        EventTypeChanges); returns the entry and whether it was created.
+
+        The schema is checked with the jsonschema library, and the example (the one given, or
+        the one stored) against the schema that results.
+
+        Raises Forbidden for a tenant scope; InvalidInput ("name", "description", "schema" or
+        "example", the message naming the JSON path of the first problem); Conflict if the
+        entry changed meanwhile (try again).
+        """
+        _operator(scope, "change the event catalogue")
+        name = _catalogue_name(name)
+        current = await self.store.catalogue_entry(name)
+        description = current.description if current else ""
+        schema = current.schema if current else None
+        example = current.example if current else None
+        if changes.description is not UNSET:
+            description = _description(changes.description) or ""
+        if changes.schema is not UNSET:
+            schema = changes.schema
+            if schema is not None:
+                try:
+                    check_schema(schema)
+                except ValueError as exc:
+                    raise InvalidInput("schema", str(exc)) from None
+        if changes.example is not UNSET:
+            example = changes.example
+        if example is not None:
+            try:
+                check_example(schema, example)
+            except ValueError as exc:
+                stored = "" if changes.example is not UNSET else "the stored example "
+                raise InvalidInput("example", f"{stored}{exc}") from None
+        done = await self.store.put_catalogue_entry(
+            name, description, schema, example, current.updated_at if current else None
+        )
+        if done is None:
+            raise Conflict(f"event type {name} changed meanwhile; try again")
+        return done
+
+    async def remove_catalogue_entry(self, scope: Scope, name: str) -> None:
+        """Remove an event type from the catalogue (in strict mode, publishing it fails from
+        then on). Raises Forbidden for a tenant scope, NotFound, InvalidInput ("name")."""
+        _operator(scope, "change the event catalogue")
+        if not await self.store.remove_catalogue_entry(_catalogue_name(name)):
+            raise NotFound(f"no event type {name} in the catalogue")
+
+    async def catalogue_strict(self, scope: Scope) -> bool:
+        """Whether publishing refuses event types the catalogue lacks (strict mode)."""
+        return await self.store.strict_event_types()
+
+    async def set_catalogue_strict(self, scope: Scope, strict: bool) -> StrictResult:
+        """Turn strict mode on or off. While on, `hookd.publish` (and anything else that adds an
+        event: captured table changes, test events of catalogue types) fails with SQLSTATE 22023
+        for an event type the catalogue lacks, except hookd's own `hookd.ping`; while off it
+        costs publishing nothing (hookd/sql/021_event_catalogue.sql).
+
+        Raises Forbidden for a tenant scope; InvalidInput ("strict"); Conflict when hookd.events
+        stays locked by long transactions (try again).
+        """
+        _operator(scope, "change strict mode")
+        if not isinstance(strict, bool):
+            raise InvalidInput("strict", "expected true or false")
+        try:
+            await self.store.set_strict_event_types(strict)
+        except Busy as exc:
+            raise Conflict(f"strict mode not changed: {exc}") from None
+        unknown: list[str] = []
+        if strict:
+            known = {e.name for e in await self.store.catalogue()}
+            seen = await self.store.event_types(None)
+            unknown = [t for t in seen if t not in known and t != TEST_EVENT_TYPE][:100]
+        return StrictResult(strict, unknown)
+
+    async def catalogue_document(self) -> dict[str, Any]:
+        """The catalogue as published to receivers (hookd.catalogue.document): public, the same
+        for every caller."""
+        return document(await self.store.catalogue())
+
+    async def _catalogue_example(self, event_type: str) -> Any:
+        """The catalogue's example payload of `event_type`, checked against its schema.
+        Raises InvalidInput ("event_type")."""
+        if problem := name_problem(event_type):
+            raise InvalidInput("event_type", problem)
+        entry = await self.store.catalogue_entry(event_type)
+        if entry is None:
+            raise InvalidInput(
+                "event_type",
+                f"{event_type} is not in the event catalogue (add it with `hookd event-type add"
+                f" {event_type} --example FILE`)",
+            )
+        if entry.example is None:
+            raise InvalidInput(
+                "event_type",
+                f"{event_type} has no example in the catalogue (add one with `hookd event-type"
+                f" add {event_type} --example FILE`)",
+            )
+        try:
+            check_example(entry.schema, entry.example)
+        except ValueError as exc:
+            raise InvalidInput("event_type", f"the example of {event_type} {exc}") from None
+        return entry.example
+
+
+def _operator(scope: Scope, action: str) -> None:
+    if scope.tenant is not None:
+        raise Forbidden(f"only an operator may {action} (it is installation-wide)")
+
+
+def _catalogue_name(name: object) -> str:
+    if problem := name_problem(name):
+        raise InvalidInput("name", problem)
+    assert isinstance(name, str)
+    return name
 
 
 def _check_page(page: PageRequest) -> int | None:

@@ -28,7 +28,14 @@ import orjson
 from asyncpg.pool import PoolConnectionProxy
 
 from hookd import migrate
-from hookd.errors import ConfigError, PermissionDenied, SchemaMissing, StoreUnavailable
+from hookd.errors import (
+    Busy,
+    ConfigError,
+    InvalidPayloadFilter,
+    PermissionDenied,
+    SchemaMissing,
+    StoreUnavailable,
+)
 from hookd.models import (
     AttemptLogEntry,
     AttemptRecord,
@@ -38,6 +45,7 @@ from hookd.models import (
     Endpoint,
     EndpointStats,
     EventRecord,
+    EventType,
     Outcome,
     WindowStats,
 )
@@ -65,6 +73,10 @@ _TRANSIENT_CLASSES = ("08", "53", "57P")
 _TRANSIENT_STATES = frozenset({"40001", "40P01", "57014", "25006"})
 _DROP_CONNECTION_STATES = frozenset({"25006"})
 """A read-only answer means the server became a standby (failover): replace every connection."""
+
+_FILTER_ERROR_CLASSES = ("22", "42", "0A")
+"""SQLSTATE classes a payload filter the user wrote can cause: data exceptions (22), syntax
+errors and undefined objects (42), features not supported (0A)."""
 
 POOL_CLOSE_TIMEOUT_S = 5.0
 """How long `close()` lets connections end politely before terminating them."""
@@ -221,6 +233,7 @@ def _endpoint(r: asyncpg.Record, box: SecretBox) -> Endpoint:
         updated_at=r["updated_at"],
         description=r["description"],
         metadata=_json(r["metadata"]),
+        payload_filter=r["payload_filter"],
     )
 
 
@@ -234,6 +247,22 @@ def _event_record(r: asyncpg.Record) -> EventRecord:
         created_at=r["created_at"],
         fanned_out_at=r["fanned_out_at"],
     )
+
+
+def _event_type(r: asyncpg.Record) -> EventType:
+    return EventType(
+        name=r["name"],
+        description=r["description"],
+        schema=_json(r["schema"]),
+        example=_json(r["example"]),
+        created_at=r["created_at"],
+        updated_at=r["updated_at"],
+    )
+
+
+def _jsonb(value: Any | None) -> str | None:
+    """A Python value as jsonb text for a query parameter; None stays SQL NULL."""
+    return None if value is None else orjson.dumps(value).decode()
 
 
 def _delivery_record(r: asyncpg.Record) -> DeliveryRecord:
@@ -575,10 +604,12 @@ class Store:
         metadata: Mapping[str, str] | None = None,
         credentials: Mapping[str, Any] | None = None,
         enabled: bool = True,
+        payload_filter: str | None = None,
     ) -> Endpoint:
         """Insert an endpoint (already validated by the caller) and return it.
 
         Created disabled (`enabled` False), its reason is "disabled by operator".
+        `payload_filter` is jsonpath text (see `check_payload_filter`).
         """
         row = await self.pool.fetchrow(
             QUERIES["endpoint_insert"],
@@ -591,9 +622,31 @@ class Store:
             orjson.dumps(dict(metadata or {})).decode(),
             self._seal_credentials(credentials),
             enabled,
+            payload_filter,
         )
         assert row is not None
         return _endpoint(row, self.box)
+
+    @_mapped
+    async def check_payload_filter(self, text: str) -> str:
+        """Ask PostgreSQL whether `text` is a usable payload filter; return its canonical text.
+
+        Usable: a valid jsonpath whose evaluation on `{}` yields a boolean or unknown, that is a
+        predicate without variables (at least on the branches `{}` reaches).
+        Raises InvalidPayloadFilter with PostgreSQL's message and SQLSTATE (syntax errors, invalid
+        regular expressions, data exceptions, undefined variables); StoreUnavailable.
+        """
+        try:
+            row = await self.pool.fetchrow(QUERIES["payload_filter_check"], text)
+        except asyncpg.PostgresError as exc:
+            state = exc.sqlstate or ""
+            if _denied(exc) or is_transient(exc) or not state.startswith(_FILTER_ERROR_CLASSES):
+                raise
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else state
+            raise InvalidPayloadFilter(message, state) from None
+        assert row is not None
+        canonical: str = row["canonical"]
+        return canonical
 
     def _seal_credentials(self, credentials: Mapping[str, Any] | None) -> str | None:
         return self.box.seal(orjson.dumps(dict(credentials)).decode()) if credentials else None
@@ -751,8 +804,9 @@ class Store:
         """Change the given fields of an endpoint (of `tenant` when given) in one transaction;
         return it as it is now, or None if there is no such endpoint.
 
-        `fields` (already validated) may hold url, event_types, tenant, description (None clears
-        them), metadata (replaces) and settings (merged into the overrides); `settings_unset` keys
+        `fields` (already validated) may hold url, event_types, tenant, description and
+        payload_filter (None clears them), metadata (replaces) and settings (merged into the
+        overrides); `settings_unset` keys
         are removed from the overrides (back to the configured default). `replace_credentials`
         sets the credentials to `credentials` (None: none). `enabled` True or False enables or
         disables the endpoint and resumes or pauses its deliveries, as `set_endpoint_enabled`.
@@ -900,3 +954,64 @@ class Store:
     async def notify_due(self) -> None:
         """NOTIFY running daemons that deliveries were made due now (payload "due")."""
         await self.pool.execute(QUERIES["notify_due"])
+
+    # -- the event catalogue -----------------------------------------------------------------
+
+    @_mapped
+    async def catalogue(self) -> list[EventType]:
+        """Every entry of the event catalogue, by name."""
+        return [_event_type(r) for r in await self.pool.fetch(QUERIES["catalogue_all"])]
+
+    @_mapped
+    async def catalogue_entry(self, name: str) -> EventType | None:
+        """One entry of the event catalogue, or None."""
+        row = await self.pool.fetchrow(QUERIES["catalogue_get"], name)
+        return None if row is None else _event_type(row)
+
+    @_mapped
+    async def put_catalogue_entry(
+        self,
+        name: str,
+        description: str,
+        schema: Any | None,
+        example: Any | None,
+        read_updated_at: datetime | None,
+    ) -> tuple[EventType, bool] | None:
+        """Add an entry, or replace an existing one's description, schema and example (already
+        checked), if it is unchanged since the caller read it (`read_updated_at`, None: it did
+        not exist). Returns (entry, created), or None when it changed meanwhile."""
+        row = await self.pool.fetchrow(
+            QUERIES["catalogue_put"],
+            name,
+            description,
+            _jsonb(schema),
+            _jsonb(example),
+            read_updated_at,
+        )
+        return None if row is None else (_event_type(row), bool(row["created"]))
+
+    @_mapped
+    async def remove_catalogue_entry(self, name: str) -> bool:
+        """Remove an entry of the event catalogue; False if there was none."""
+        return await self.pool.fetchval(QUERIES["catalogue_remove"], name) is not None
+
+    @_mapped
+    async def strict_event_types(self) -> bool:
+        """Whether publishing refuses event types the catalogue does not hold (strict mode)."""
+        return bool(await self.pool.fetchval(QUERIES["strict_types_get"]))
+
+    @_mapped
+    async def set_strict_event_types(self, strict: bool) -> None:
+        """Turn strict mode on or off (hookd.set_strict_event_types creates or drops its trigger
+        on hookd.events).
+
+        Raises Busy when hookd.events stays locked by other transactions for the function's
+        lock_timeout (5 s); PermissionDenied for a role without EXECUTE on the function.
+        """
+        try:
+            await self.pool.fetchval(QUERIES["strict_types_set"], strict)
+        except asyncpg.LockNotAvailableError:
+            raise Busy(
+                "hookd.events stayed locked by other transactions for 5 s (a long transaction"
+                " that published?); try again"
+            ) from None

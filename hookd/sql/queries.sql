@@ -41,6 +41,7 @@ WITH head AS (
      AND ep.tenant IS NOT DISTINCT FROM ev.tenant
      AND ep.created_at <= ev.created_at
      AND hookd.filter_matches(ep.event_types, ev.event_type)
+     AND (ep.payload_filter IS NULL OR hookd.payload_matches(ev.payload, ep.payload_filter))
     LEFT JOIN unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room) ON r.endpoint_id = ep.id
 ), ins AS (
     INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner)
@@ -161,17 +162,17 @@ SELECT install_id FROM hookd.meta;
 -- name: endpoints_all
 SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
        breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at,
-       description, metadata
+       description, metadata, payload_filter
 FROM hookd.endpoints ORDER BY id;
 
 -- name: endpoint_insert
 INSERT INTO hookd.endpoints (url, tenant, event_types, secret, settings, description, metadata,
-                             credentials, enabled, disabled_reason)
+                             credentials, enabled, disabled_reason, payload_filter)
 VALUES ($1, $2, $3, $4, $5, $6, coalesce($7::jsonb, '{}'), $8, coalesce($9, true),
-        CASE WHEN NOT coalesce($9, true) THEN 'disabled by operator' END)
+        CASE WHEN NOT coalesce($9, true) THEN 'disabled by operator' END, $10::jsonpath)
 RETURNING id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
           breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at,
-          description, metadata;
+          description, metadata, payload_filter;
 
 -- name: endpoint_set_enabled
 WITH ep AS (
@@ -260,7 +261,7 @@ SELECT
 -- $1 id, $2 scope tenant.
 SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
        breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at,
-       description, metadata
+       description, metadata, payload_filter
 FROM hookd.endpoints
 WHERE id = $1 AND ($2::text IS NULL OR tenant = $2);
 
@@ -268,7 +269,7 @@ WHERE id = $1 AND ($2::text IS NULL OR tenant = $2);
 -- $1 scope tenant, $2 before id, $3 limit.
 SELECT id, url, tenant, event_types, secret, enabled, disabled_reason, settings, created_at,
        breaker_open_until, previous_secret, previous_secret_until, credentials, updated_at,
-       description, metadata
+       description, metadata, payload_filter
 FROM hookd.endpoints
 WHERE ($1::text IS NULL OR tenant = $1) AND ($2::bigint IS NULL OR id < $2)
 ORDER BY id DESC
@@ -276,9 +277,9 @@ LIMIT $3;
 
 -- name: endpoint_update
 -- PATCH an endpoint ($1) of scope tenant $2 with the fields present in the jsonb object $3: url,
--- event_types (array), tenant, description (null clears them), metadata (replaces), settings
--- (merged into the overrides) and settings_unset (keys removed from them). $4 true replaces the
--- credentials with $5 (sealed text, NULL for none).
+-- event_types (array), tenant, description, payload_filter (null clears them), metadata
+-- (replaces), settings (merged into the overrides) and settings_unset (keys removed from them).
+-- $4 true replaces the credentials with $5 (sealed text, NULL for none).
 UPDATE hookd.endpoints
 SET url = CASE WHEN $3::jsonb ? 'url' THEN $3->>'url' ELSE url END,
     event_types = CASE WHEN $3 ? 'event_types'
@@ -287,6 +288,8 @@ SET url = CASE WHEN $3::jsonb ? 'url' THEN $3->>'url' ELSE url END,
     tenant = CASE WHEN $3 ? 'tenant' THEN $3->>'tenant' ELSE tenant END,
     description = CASE WHEN $3 ? 'description' THEN $3->>'description' ELSE description END,
     metadata = CASE WHEN $3 ? 'metadata' THEN $3->'metadata' ELSE metadata END,
+    payload_filter = CASE WHEN $3 ? 'payload_filter' THEN ($3->>'payload_filter')::jsonpath
+                          ELSE payload_filter END,
     settings = (settings || coalesce($3->'settings', '{}'))
                - ARRAY(SELECT jsonb_array_elements_text(coalesce($3->'settings_unset', '[]'))),
     credentials = CASE WHEN $4::bool THEN $5::text ELSE credentials END,
@@ -477,3 +480,46 @@ JOIN hookd.deliveries d ON d.id = a.delivery_id
 WHERE a.started_at > now() - interval '1 hour'
   AND (a.status IS NULL OR a.status NOT BETWEEN 200 AND 299)
 GROUP BY d.endpoint_id;
+
+-- name: payload_filter_check
+-- A payload filter as PostgreSQL reads it ($1 cast to jsonpath: syntax, regular expressions) and
+-- its canonical text; evaluated once, not silently, on an empty object so that a path that is not
+-- a predicate (SQLSTATE 22038: `$.total` rather than `$.total > 100`) or names a variable it is
+-- never given (42704) is refused now rather than matching nothing at fan-out.
+SELECT $1::jsonpath::text AS canonical, jsonb_path_match('{}'::jsonb, $1::jsonpath) AS on_empty;
+
+-- The event catalogue (hookd/sql/021_event_catalogue.sql).
+
+-- name: catalogue_all
+SELECT name, description, schema, example, created_at, updated_at
+FROM hookd.event_types
+ORDER BY name;
+
+-- name: catalogue_get
+SELECT name, description, schema, example, created_at, updated_at
+FROM hookd.event_types
+WHERE name = $1;
+
+-- name: catalogue_put
+-- Add event type $1, or replace its description $2, schema $3 and example $4 (jsonb text, NULL
+-- for none) if it is still as the caller read it: $5 is the updated_at read (NULL: it did not
+-- exist). A row changed meanwhile is left alone and no row comes back, so a schema and example
+-- checked together are stored together. `created` tells an insert from an update.
+INSERT INTO hookd.event_types AS t (name, description, schema, example)
+VALUES ($1, $2, $3::jsonb, $4::jsonb)
+ON CONFLICT (name) DO UPDATE
+SET description = EXCLUDED.description, schema = EXCLUDED.schema, example = EXCLUDED.example,
+    updated_at = now()
+WHERE t.updated_at = $5::timestamptz
+RETURNING name, description, schema, example, created_at, updated_at, (xmax = 0) AS created;
+
+-- name: catalogue_remove
+DELETE FROM hookd.event_types WHERE name = $1 RETURNING name;
+
+-- name: strict_types_get
+-- Strict mode is on while its trigger exists (the catalogs are readable by every role).
+SELECT EXISTS (SELECT 1 FROM pg_trigger
+               WHERE tgrelid = 'hookd.events'::regclass AND tgname = 'events_known_type');
+
+-- name: strict_types_set
+SELECT hookd.set_strict_event_types($1);

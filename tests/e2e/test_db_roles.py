@@ -268,3 +268,31 @@ async def test_grants_revoked_while_the_daemon_runs_end_it_with_one_line(
     errors = [line for line in daemon.lines if line.startswith("hookd: error: ")]
     assert len(errors) == 1, daemon.stderr
     assert f'role "{roles.daemon}"' in errors[0] and "--daemon-role" in errors[0], errors[0]
+
+
+async def test_the_daemon_role_switches_strict_mode_and_the_app_role_cannot(
+    roles: Roles, dsn: str
+) -> None:
+    """Only a table's owner may create or drop its triggers: strict mode is switched through a
+    function that runs as the schema owner, which the daemon role may call and the application
+    role (only hookd.publish) may not. Publishing as the application role then refuses unknown
+    types."""
+    granted = await run_cli(
+        "migrate", "--dsn", dsn, "--app-role", roles.app, "--daemon-role", roles.daemon
+    )
+    assert granted.returncode == 0, granted.describe()
+    added = await run_cli("event-type", "add", "order.paid", "--dsn", roles.daemon_dsn)
+    assert added.returncode == 0, added.describe()
+    on = await run_cli("event-type", "strict", "on", "--dsn", roles.daemon_dsn)
+    assert on.returncode == 0 and "strict mode on" in on.stdout, on.describe()
+    app = await asyncpg.connect(roles.app_dsn, timeout=10)
+    try:
+        await app.fetchval("SELECT hookd.publish('order.paid', '{}'::jsonb)")
+        with pytest.raises(asyncpg.PostgresError, match=r"unknown event type 'order\.piad'"):
+            await app.fetchval("SELECT hookd.publish('order.piad', '{}'::jsonb)")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await app.fetchval("SELECT hookd.set_strict_event_types(false)")
+    finally:
+        await app.close()
+    off = await run_cli("event-type", "strict", "off", "--dsn", roles.daemon_dsn)
+    assert off.returncode == 0 and "strict mode off" in off.stdout, off.describe()

@@ -208,3 +208,18 @@ async def test_deliveries_page_older_and_keep_the_filters(dsn: str, tmp_path: Pa
                 assert f"endpoint={endpoint_id}" in url, url
         assert pages == 2
         assert seen == list(mine), seen
+
+
+async def test_the_endpoint_page_shows_its_payload_filter_escaped(dsn: str, tmp_path: Path) -> None:
+    async with _console(dsn, tmp_path) as (base, tokens, http):
+        headers = {"Authorization": f"Bearer {tokens[OPERATOR]}"}
+        body = {"url": "http://127.0.0.1:9/h", "filter": '$.tag == "<b>x</b>"'}
+        async with http.post(base + "/v1/endpoints", json=body, headers=headers) as resp:
+            assert resp.status == 201, await resp.text()
+            ep_id = (await resp.json())["id"]
+        cookie = {"Cookie": f"hookd_session={tokens[OPERATOR]}"}
+        async with http.get(f"{base}/console/endpoints/{ep_id}", headers=cookie) as resp:
+            text = await resp.text()
+            assert resp.status == 200, text[:500]
+    expected = "($.&#34;tag&#34; == &#34;&lt;b&gt;x&lt;/b&gt;&#34;)"
+    assert f'<td id="filter"><code>{expected}</code></td>' in text, text

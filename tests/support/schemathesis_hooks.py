@@ -5,6 +5,11 @@ one that could be a valid http(s) URL is pointed at the test's loopback receiver
 (`HOOKD_TEST_SINK`, host:port) before the request is sent, keeping its path and query. Values
 the schema refuses anyway (too long, control characters, not a string) are left as generated, so
 invalid cases stay invalid. The daemon under test also refuses every non-loopback address.
+
+Generated payload filters are nearly never valid SQL/JSON path predicates, so PostgreSQL would
+refuse almost every endpoint generated with one: a filter the schema accepts is replaced by a
+valid predicate, so those calls go on to create and change endpoints. (Refused filters are
+tested in tests/integration/test_payload_filters.py.)
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ import schemathesis
 
 _SINK = os.environ["HOOKD_TEST_SINK"]
 _MAX_URL = 2048
+_MAX_FILTER = 2000
+_VALID_FILTER = "$.i >= 0"
 
 
 def to_sink(url: Any) -> Any:
@@ -42,6 +49,10 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         return
     if "url" in body:
         body["url"] = to_sink(body["url"])
+    payload_filter = body.get("filter")
+    valid_text = isinstance(payload_filter, str) and "\0" not in payload_filter
+    if valid_text and 0 < len(payload_filter) <= _MAX_FILTER:
+        body["filter"] = _VALID_FILTER
     creds = body.get("credentials")
     oauth = creds.get("oauth2") if isinstance(creds, dict) else None
     if isinstance(oauth, dict) and "token_url" in oauth:

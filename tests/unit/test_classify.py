@@ -5,16 +5,20 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hookd.classify import (
+    DEFAULT_FINAL_STATUSES,
+    NEVER_FINAL,
     STATUS_CLASSES,
     Classification,
     FailureKind,
     Verdict,
+    check_final_statuses,
     classify_failure,
     classify_response,
     parse_retry_after,
@@ -27,7 +31,7 @@ def _http_date(unix_s: float) -> str:
     return format_datetime(datetime.fromtimestamp(unix_s, UTC), usegmt=True)
 
 
-def _classify(status: int, retry_after: str | None = None, **kwargs: bool) -> Classification:
+def _classify(status: int, retry_after: str | None = None, **kwargs: Any) -> Classification:
     return classify_response(
         status, retry_after, now_unix_s=NOW, max_retry_after_s=3600.0, **kwargs
     )
@@ -228,4 +232,51 @@ def test_enum_values_are_stable_strings() -> None:
         "invalid",
         "other",
     ]
-    assert [v.value for v in Verdict] == ["delivered", "retry", "disable"]
+    assert [v.value for v in Verdict] == ["delivered", "retry", "disable", "final"]
+
+
+# --- final answers ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [413, 422, 501])
+def test_a_final_status_ends_the_delivery(status: int) -> None:
+    result = _classify(status, "10", final_statuses=frozenset({413, 422, 501}))
+    assert result.verdict is Verdict.FINAL
+    assert result.reason == f"HTTP {status}, a final answer: not retried"
+    assert not result.slow_down and result.retry_after_s is None
+
+
+def test_statuses_outside_the_final_set_are_retried() -> None:
+    assert _classify(422, final_statuses=frozenset({413})).verdict is Verdict.RETRY
+    # No set given: nothing is final (the configuration supplies the default, 413).
+    assert _classify(413).verdict is Verdict.RETRY
+    assert DEFAULT_FINAL_STATUSES == (413,)
+
+
+def test_2xx_and_410_keep_their_meaning_whatever_the_set() -> None:
+    # check_final_statuses refuses these, but the classifier's order does not depend on it.
+    assert _classify(204, final_statuses={204}).verdict is Verdict.DELIVERED
+    assert _classify(410, final_statuses={410}).verdict is Verdict.DISABLE
+
+
+def test_check_final_statuses_sorts_and_deduplicates() -> None:
+    assert check_final_statuses([422, 413, 413, 501]) == (413, 422, 501)
+    assert check_final_statuses([]) == ()
+
+
+@pytest.mark.parametrize("status", sorted(NEVER_FINAL))
+def test_statuses_that_ask_for_a_retry_cannot_be_final(status: int) -> None:
+    with pytest.raises(ValueError, match=f"^{status} cannot be final: {status} "):
+        check_final_statuses([413, status])
+
+
+@pytest.mark.parametrize("value", [200, 302, 399, 600, 99])
+def test_final_statuses_are_4xx_or_5xx(value: int) -> None:
+    with pytest.raises(ValueError, match="give 4xx or 5xx statuses"):
+        check_final_statuses([value])
+
+
+@pytest.mark.parametrize("value", ["413", 413.0, True, None])
+def test_final_statuses_are_integers(value: object) -> None:
+    with pytest.raises(ValueError, match="expected HTTP status codes"):
+        check_final_statuses([value])

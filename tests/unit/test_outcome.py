@@ -64,3 +64,9 @@ def test_410_pauses() -> None:
     cls = classify_response(410, None, now_unix_s=0, max_retry_after_s=1)
     out = decide(_delivery(1), cls, _record(1, 410), POLICY, CREATED.timestamp(), 0.5)
     assert (out.state, out.status) == (DeliveryState.PAUSED, 410)
+
+
+def test_a_final_answer_dead_letters_on_the_first_attempt() -> None:
+    cls = classify_response(413, None, now_unix_s=0, max_retry_after_s=1, final_statuses={413})
+    out = decide(_delivery(1), cls, _record(1, 413), POLICY, CREATED.timestamp(), 0.5)
+    assert (out.state, out.retry_in_s, out.status) == (DeliveryState.FAILED, None, 413)
