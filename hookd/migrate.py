@@ -69,7 +69,7 @@ def cannot_connect(exc: BaseException) -> DatabaseUnavailable:
 INSUFFICIENT_PRIVILEGE = "42501"
 """SQLSTATE insufficient_privilege: the role may not do what a statement asks."""
 
-_PUBLISH = "hookd.publish(text, jsonb, text, text)"
+_PUBLISH = "hookd.publish(text, jsonb, text, text, text)"
 
 
 def _ident(name: str) -> str:

@@ -31,6 +31,7 @@ from hookd import migrate
 from hookd.errors import (
     Busy,
     ConfigError,
+    InvalidCapture,
     InvalidPayloadFilter,
     PermissionDenied,
     SchemaMissing,
@@ -191,7 +192,45 @@ class FanOut:
     last_event_id: int
     """The highest id of the events claimed oldest-first (0 if none)."""
     unleased_endpoints: frozenset[int]
-    """Endpoints some of whose new deliveries were left unleased (they had no room)."""
+    """Endpoints some of whose new deliveries were left unleased because they had no room (not
+    those that only wait for an earlier delivery of their ordering key: its end wakes them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DueClaim:
+    """Result of one due claim: the deliveries leased to us, and those parked behind their key."""
+
+    deliveries: list[Delivery]
+    parked: dict[int, int]
+    """Endpoint id -> deliveries parked because an earlier one of their ordering key is open (or
+    not fanned out yet): they took room in this claim, so more may be due."""
+
+
+KEY_PARK_S = 30.0
+"""How long claim_due parks a delivery behind an open earlier delivery of its ordering key; the
+end of that one makes it due at once (keys_next_due), so this only bounds a missed wake-up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """One captured table, as `hookd capture add` (or the DDL it prints) recorded it."""
+
+    table: str
+    """Its qualified name now; the recorded one if the table was dropped since (`exists` false)."""
+    exists: bool
+    events: tuple[str, ...]
+    """Of insert, update, delete."""
+    columns: tuple[str, ...]
+    """Captured columns (the key and status columns included)."""
+    type_prefix: str
+    key_column: str
+    status_column: str | None
+    tenant_column: str | None
+    function_name: str
+    """The generated trigger function, in schema hookd."""
+    created_at: datetime
+    missing_columns: tuple[str, ...]
+    """Captured columns the table no longer has: run `hookd capture add` again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -330,6 +369,7 @@ def _delivery(r: asyncpg.Record, created_at: datetime | None = None) -> Delivery
         published_at=r["created_at"],
         payload=r["payload"],
         created_at=created_at or r["created_at"],
+        ordering_key=r["ordering_key"],
     )
 
 
@@ -504,18 +544,27 @@ class Store:
             len(created),
             [_delivery(r) for r in created if r["leased"]],
             max((r["event_id"] for r in rows if not r["newest"]), default=0),
-            frozenset(r["endpoint_id"] for r in created if not r["leased"]),
+            frozenset(r["endpoint_id"] for r in created if not r["leased"] and r["key_head"]),
         )
 
     @_mapped
     async def claim_due(
-        self, limit: int, lease_s: float, rooms: Sequence[tuple[int, int]]
-    ) -> list[Delivery]:
+        self,
+        limit: int,
+        lease_s: float,
+        rooms: Sequence[tuple[int, int]],
+        unfanned_park_s: float = 1.0,
+    ) -> DueClaim:
         """Lease up to `limit` due pending deliveries for `lease_s` seconds, at most `room` of
         each (endpoint_id, room) in `rooms`; first attempts ahead of retries, then most overdue
-        first."""
+        first.
+
+        A delivery with an ordering key is leased only as the head of its (endpoint, key); one
+        behind an open earlier delivery of its key is parked for KEY_PARK_S seconds (until that
+        one ends), one behind an earlier event not yet fanned out for `unfanned_park_s`.
+        """
         if not rooms or limit <= 0:
-            return []
+            return DueClaim([], {})
         rows = await self.pool.fetch(
             QUERIES["claim_due"],
             limit,
@@ -523,8 +572,17 @@ class Store:
             self.owner,
             [ep for ep, _ in rooms],
             [room for _, room in rooms],
+            KEY_PARK_S,
+            unfanned_park_s,
         )
-        return [_delivery(r, r["delivery_created_at"]) for r in rows]
+        parked: dict[int, int] = {}
+        leased: list[Delivery] = []
+        for r in rows:
+            if r["parked"]:
+                parked[r["endpoint_id"]] = parked.get(r["endpoint_id"], 0) + 1
+            else:
+                leased.append(_delivery(r, r["delivery_created_at"]))
+        return DueClaim(leased, parked)
 
     @_mapped
     async def record(self, outcomes: Sequence[Outcome], attempts: Sequence[AttemptRecord]) -> int:
@@ -533,12 +591,13 @@ class Store:
         An outcome whose lease was lost (expired and taken over) is skipped, its attempt row kept;
         a delivered outcome is applied whatever the lease says, unless the delivery is already
         delivered. A retry for an endpoint disabled meanwhile is written as paused, and one for an
-        endpoint deleted meanwhile as failed ("endpoint deleted").
+        endpoint deleted meanwhile as failed ("endpoint deleted"). A delivery with an ordering key
+        that ends (delivered, failed) makes the next one of its (endpoint, key) due now.
         """
         async with self.pool.acquire() as conn, _async_commit_transaction(conn):
             applied: int = 0
             if outcomes:
-                applied = await conn.fetchval(
+                row = await conn.fetchrow(
                     QUERIES["record_outcomes"],
                     [o.delivery_id for o in outcomes],
                     [o.attempt for o in outcomes],
@@ -549,6 +608,13 @@ class Store:
                     [o.counted for o in outcomes],
                     self.owner,
                 )
+                assert row is not None
+                applied = row["applied"]
+                if row["ended_keys"]:
+                    # Its own statement: see keys_next_due in queries.sql.
+                    await conn.execute(
+                        QUERIES["keys_next_due"], row["ended_endpoints"], row["ended_keys"]
+                    )
             if attempts:
                 await conn.execute(
                     QUERIES["record_attempts"],
@@ -1015,3 +1081,99 @@ class Store:
                 "hookd.events stayed locked by other transactions for 5 s (a long transaction"
                 " that published?); try again"
             ) from None
+
+    # -- capture (hookd capture ...) -------------------------------------------------------------
+    #
+    # The DDL is built inside PostgreSQL (hookd.capture_ddl in sql/010_capture_ordering.sql), so
+    # identifiers are quoted by PostgreSQL itself; this section only fetches and runs it.
+
+    @_mapped
+    async def capture_ddl(
+        self,
+        table: str,
+        *,
+        events: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+        type_prefix: str | None = None,
+        status_column: str | None = None,
+        tenant_column: str | None = None,
+        key_column: str | None = None,
+    ) -> str:
+        """The DDL that captures `table` (a SQL name: public.orders, "Order Items"); None takes
+        the defaults (README, "Capturing table changes").
+
+        Raises:
+            InvalidCapture: no such table or column, no usable key, an invalid type prefix (one
+                line naming the option to change).
+        """
+        try:
+            ddl: str = await self.pool.fetchval(
+                QUERIES["capture_ddl"],
+                table,
+                list(events) if events is not None else None,
+                list(columns) if columns is not None else None,
+                type_prefix,
+                status_column,
+                tenant_column,
+                key_column,
+            )
+        except asyncpg.InvalidParameterValueError as exc:
+            raise _invalid_capture(exc) from None
+        return ddl
+
+    @_mapped
+    async def capture_drop_ddl(self, table: str) -> str:
+        """The DDL that stops capturing `table` (also one dropped since it was captured).
+
+        Raises:
+            InvalidCapture: the table is not captured.
+        """
+        try:
+            ddl: str = await self.pool.fetchval(QUERIES["capture_drop_ddl"], table)
+        except asyncpg.InvalidParameterValueError as exc:
+            raise _invalid_capture(exc) from None
+        return ddl
+
+    @_mapped
+    async def apply_ddl(self, ddl: str) -> None:
+        """Run DDL from capture_ddl / capture_drop_ddl in one transaction.
+
+        Raises:
+            InvalidCapture: the role may not create the trigger or the function (it needs the
+                TRIGGER privilege on the table and CREATE on schema hookd).
+        """
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(ddl)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise InvalidCapture(
+                f"{exc} (capture needs the TRIGGER privilege on the table and CREATE on schema"
+                " hookd: run it as the table's owner or grant them)"
+            ) from None
+
+    @_mapped
+    async def captures(self, table: str | None = None) -> list[Capture]:
+        """Every captured table by name, or only `table` (a SQL name)."""
+        return [
+            Capture(
+                table=r["table_name"],
+                exists=r["table_exists"],
+                events=tuple(r["events"]),
+                columns=tuple(r["columns"]),
+                type_prefix=r["type_prefix"],
+                key_column=r["key_column"],
+                status_column=r["status_column"],
+                tenant_column=r["tenant_column"],
+                function_name=r["function_name"],
+                created_at=r["created_at"],
+                missing_columns=tuple(r["missing_columns"]),
+            )
+            for r in await self.pool.fetch(QUERIES["captures_list"], table)
+        ]
+
+
+def _invalid_capture(exc: asyncpg.PostgresError) -> InvalidCapture:
+    """The one line for a refused capture definition: the message and its hint."""
+    message = getattr(exc, "message", None) or str(exc)
+    hint = getattr(exc, "hint", None)
+    return InvalidCapture(f"{message}. {hint}" if hint else message)

@@ -50,7 +50,7 @@ async def test_hot_path_statements_commit_asynchronously_in_their_own_transactio
     assert await db.fetchval(_SHOW) == "on"
 
     async with db.transaction():
-        claimed = await db.fetch(QUERIES["claim_due"], 10, 60.0, owner, [ep_id], [5])
+        claimed = await db.fetch(QUERIES["claim_due"], 10, 60.0, owner, [ep_id], [5], 1.0, 1.0)
         assert await db.fetchval(_SHOW) == "off"
     assert len(claimed) == 1, claimed
     assert await db.fetchval(_SHOW) == "on"
