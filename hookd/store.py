@@ -168,10 +168,14 @@ async def _async_commit_transaction(
 
 
 async def _no_session_reset(conn: asyncpg.Connection) -> None:
-    """Pool reset behind a pooler in transaction mode: nothing beyond asyncpg's own rollback of
-    an open transaction. The server session is not ours between transactions (the pooler hands it
-    to other clients), so asyncpg's default reset (unlock every advisory lock, UNLISTEN, RESET ALL)
-    would act on some other client's session."""
+    """Pool reset: nothing beyond asyncpg's own rollback of an open transaction.
+
+    asyncpg's default reset (unlock every advisory lock, UNLISTEN, RESET ALL) is one more round
+    trip per release, which nothing here needs: the store keeps no session state (settings are
+    SET LOCAL or set_config(..., true); advisory locks and LISTEN live on the listener's own
+    connection). Measured: a single pool.fetchval took 99-153 µs without it against 196-327 µs
+    with it (loopback, this machine). Behind a pooler in transaction mode it would moreover act on
+    some other client's server session."""
 
 
 def _denied(exc: BaseException) -> bool:
@@ -422,11 +426,9 @@ class Store:
         try:
             # min_size 0: no background refill of a connection floor, which retries and logs
             # a traceback per try during an outage; connections are opened as queries need them.
-            pooled: dict[str, Any] = (
-                {"statement_cache_size": 0, "reset": _no_session_reset}
-                if pooler == "transaction"
-                else {}
-            )
+            pooled: dict[str, Any] = {"reset": _no_session_reset}
+            if pooler == "transaction":
+                pooled["statement_cache_size"] = 0
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=0,
