@@ -56,7 +56,7 @@ class Publisher:
         self._queries: dict[int, Any] = {}
 
     def _jobs(self, no: int) -> list[str]:
-        body = request_body(payload_json(no, self.body_bytes), self.event_type).decode()
+        body = request_body(payload_json(no, self.body_bytes), self.event_type, no).decode()
         return [json.dumps({"url": u, "id": no, "body": body}) for u in self.urls]
 
     async def one(self, conn: asyncpg.Connection, no: int) -> int:

@@ -95,7 +95,7 @@ def _scripts(workdir: Path, body_bytes: int) -> dict[str, Path]:
     return paths
 
 
-async def _pgbench(pgbench: Path, dsn: str, script: Path, writers: int, seconds: float) -> float:
+async def run_pgbench(pgbench: Path, dsn: str, script: Path, writers: int, seconds: float) -> float:
     """Run pgbench for `seconds` with `writers` clients; return transactions (commits) per second."""
     seconds_int = max(1, round(seconds))
     proc = await asyncio.create_subprocess_exec(
@@ -171,7 +171,7 @@ async def _measure(
     sampler = _SleepSampler(conn, asleep_sql)
     before = await daemon.wakeups()
     async with asyncio.TaskGroup() as tg:
-        bench_task = tg.create_task(_pgbench(pg.pgbench(), dsn, script, p.writers, p.seconds))
+        bench_task = tg.create_task(run_pgbench(pg.pgbench(), dsn, script, p.writers, p.seconds))
         tg.create_task(sampler.run(max(0.0, p.seconds - 0.5)))
     after = await daemon.wakeups()
     notifies = after.get("notify", 0) - before.get("notify", 0) if after and before else None

@@ -86,7 +86,7 @@ async def measure(
 
     URLs on the same origin share one session and its `per_host` limit, as in hookd.
     """
-    bodies = [request_body(payload_json(i, body_bytes)) for i in range(1, events + 1)]
+    bodies = [request_body(payload_json(i, body_bytes), position=i) for i in range(1, events + 1)]
     by_origin: dict[str, list[str]] = {}
     for url in urls:
         parts = urlsplit(url)

@@ -207,6 +207,41 @@ def summary(
                 "daemon_notify_wakeups_per_s",
             )
         }
+    if cap := by.get("capture"):
+        out["capture"] = {
+            "bulk": {
+                stmt: {
+                    k: get(cap, "bulk", stmt, k)
+                    for k in (
+                        "statement",
+                        "seconds",
+                        "events",
+                        "capture_ratio_to_plain",
+                        "row_publish_ratio_to_plain",
+                        "capture_ratio_to_row_publish",
+                    )
+                }
+                for stmt in ("total", "status")
+            },
+            "rows": get(cap, "bulk", "rows"),
+            "writers": {
+                k: get(cap, "writers", k)
+                for k in (
+                    "commits_per_s",
+                    "capture_ratio_to_publish",
+                    "capture_ratio_to_plain",
+                    "publish_ratio_to_plain",
+                )
+            },
+            "ordering": {
+                "clear": get(cap, "ordering", "without_retrying_key", "latency"),
+                "stuck": get(cap, "ordering", "with_retrying_key", "latency"),
+                "p99_ratio": get(cap, "ordering", "p99_ratio"),
+                "p50_ratio": get(cap, "ordering", "p50_ratio"),
+                "rate": get(cap, "ordering", "rate"),
+                "stuck_rate": get(cap, "ordering", "stuck_rate"),
+            },
+        }
     if st := by.get("steady"):
         points = {}
         for share, rec in st.get("points", {}).items():
@@ -274,6 +309,45 @@ def summary(
         out["storm"]["background_p99_during_ms"] = get(
             sm, "background_during_storm", "latency", "p99_ms"
         )
+    if mu := by.get("multi"):
+        out["multi"] = {
+            "params": mu.get("params"),
+            "speedup_over_one": mu.get("speedup_over_one"),
+            "counts": {
+                n: {
+                    k: rec.get(k)
+                    for k in (
+                        "deliveries_per_s",
+                        "shares",
+                        "share_max_over_min",
+                        "duplicates",
+                        "cpu_s_per_1000",
+                        "statements_per_delivery",
+                        "wal_bytes_per_delivery",
+                        "latency",
+                        "void",
+                    )
+                }
+                | {"missing": get(rec, "ledger", "missing")}
+                for n, rec in (mu.get("counts") or {}).items()
+            },
+        }
+        if k := mu.get("kill"):
+            out["multi"]["kill"] = {
+                key: k.get(key)
+                for key in (
+                    "kills",
+                    "kill_interval_s",
+                    "leases_held_at_kills",
+                    "distinct_deliveries_held_at_kills",
+                    "duplicates",
+                    "duplicated_deliveries",
+                    "duplicated_not_held_by_a_killed_daemon",
+                    "deliveries_per_s",
+                    "latency",
+                    "void",
+                )
+            } | {"missing": get(k, "ledger", "missing"), "expected": get(k, "ledger", "expected")}
     out["missing_total"] = sum(_missing(r) for r in by.values())
     rss = [v for r in by.values() for v in _rss_values(r, False)]
     out["hookd_peak_rss_mib"] = max(rss) if rss else None
@@ -302,7 +376,7 @@ def _lat(lat: Mapping[str, Any] | None, digits: int = 1) -> str:
 
 def markdown(s: Mapping[str, Any]) -> str:
     """The summary as markdown tables: goals, throughput, latency, steady load, faults, storm,
-    publish overhead."""
+    publish overhead, capture."""
     lines = ["| goal | value | target | met |", "|---|---|---|---|"]
     for g in s["goals"]:
         met = {True: "yes", False: "**no**", None: "-"}[g["met"]]
@@ -441,6 +515,43 @@ def markdown(s: Mapping[str, Any]) -> str:
             f"{_f(led.get('expected'))} = {_f(led.get('delivered'))} + {_f(led.get('missing'))} "
             f"({_f(led.get('duplicates'))}) |",
         ]
+    if mu := s.get("multi"):
+        p = mu.get("params") or {}
+        lines += [
+            "",
+            f"Several daemons on one database, {_f(p.get('events'))} events x "
+            f"{_f(p.get('endpoints'))} endpoints published in one transaction:",
+            "",
+            "| daemons | deliveries/s | ÷ one daemon | shares of deliveries | duplicates (sink / "
+            "attempt log / attempt counters) | CPU-s per 1,000: daemons / postgres | statements "
+            "per delivery | WAL bytes per delivery | missing |",
+            "|---|---|---|---|---|---|---|---|---|",
+        ]
+        for n, r in (mu.get("counts") or {}).items():
+            cpu = r.get("cpu_s_per_1000") or {}
+            d = r.get("duplicates") or {}
+            shares = " / ".join(f"{x:.0%}" for x in (r.get("shares") or []) if x is not None)
+            lines.append(
+                f"| {n} | {_f(r.get('deliveries_per_s'))} | "
+                f"{_f((mu.get('speedup_over_one') or {}).get(n), 2)} | {shares} | "
+                f"{_f(d.get('sink_repeat_2xx'))} / {_f(d.get('attempt_rows_beyond_one'))} / "
+                f"{_f(d.get('attempt_counters_beyond_one'))} | {_f(cpu.get('daemons'), 3)} / "
+                f"{_f(cpu.get('postgres'), 3)} | {_f(r.get('statements_per_delivery'), 3)} | "
+                f"{_f(r.get('wal_bytes_per_delivery'))} | {_f(r.get('missing'))} |"
+            )
+        if k := mu.get("kill"):
+            d = k.get("duplicates") or {}
+            lines += [
+                "",
+                f"Kill run (2 daemons, one SIGKILLed {_f(k.get('kill_interval_s'), 1)} s after "
+                f"each start, {_f(k.get('kills'))} kills): expected {_f(k.get('expected'))}, "
+                f"missing {_f(k.get('missing'))}; {_f(d.get('sink_repeat_2xx'))} repeated 2xx "
+                f"for {_f(k.get('duplicated_deliveries'))} deliveries; "
+                f"{_f(k.get('distinct_deliveries_held_at_kills'))} deliveries were leased by a "
+                f"daemon when it was killed, and duplicated deliveries not among them: "
+                f"{_f(k.get('duplicated_not_held_by_a_killed_daemon'))}; "
+                f"{_f(k.get('deliveries_per_s'))} deliveries/s.",
+            ]
     if po := s.get("publish"):
         lines += [
             "",
@@ -458,6 +569,47 @@ def markdown(s: Mapping[str, Any]) -> str:
                 f"| {label} | {_f(po['commits_per_s'][v])} | {_f(po['ratio_to_plain'][v], 3)} "
                 f"| {_f(po['ratio_to_no_wakeup'][v], 3)} |"
             )
+    if cap := s.get("capture"):
+        lines += [
+            "",
+            f"Capture, one UPDATE of {_f(cap.get('rows'))} rows (seconds, BEGIN to COMMIT):",
+            "",
+            "| statement | no trigger | hookd capture | row trigger calling hookd.publish "
+            "| capture ÷ none | row trigger ÷ none | capture ÷ row trigger |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for stmt, label in (("total", "total = total + 1"), ("status", "status changes")):
+            b = cap["bulk"][stmt]
+            secs = b.get("seconds") or {}
+            lines.append(
+                f"| {label} | {_f(secs.get('plain'), 3)} | {_f(secs.get('capture'), 3)} "
+                f"| {_f(secs.get('row_publish'), 3)} | {_f(b.get('capture_ratio_to_plain'), 2)} "
+                f"| {_f(b.get('row_publish_ratio_to_plain'), 2)} "
+                f"| {_f(b.get('capture_ratio_to_row_publish'), 2)} |"
+            )
+        w = cap["writers"]
+        cps = w.get("commits_per_s") or {}
+        lines += [
+            "",
+            "| 16 writers, one-row UPDATE per transaction | commits/s |",
+            "|---|---|",
+            f"| no trigger | {_f(cps.get('plain'))} |",
+            f"| captured table | {_f(cps.get('capture'))} |",
+            f"| UPDATE + explicit hookd.publish in the same transaction | {_f(cps.get('publish'))} |",
+            f"| capture ÷ explicit publish | {_f(w.get('capture_ratio_to_publish'), 3)} |",
+        ]
+        o = cap["ordering"]
+        clear, stuck = o.get("clear") or {}, o.get("stuck") or {}
+        lines += [
+            "",
+            f"| per-key ordering, {_f(o.get('rate'))} events/s, one endpoint | p50 ms | p99 ms |",
+            "|---|---|---|",
+            f"| no key retrying (that key answered 204) | {_f(clear.get('p50_ms'), 1)} "
+            f"| {_f(clear.get('p99_ms'), 1)} |",
+            f"| one key ({_f(o.get('stuck_rate'))} events/s) failing every attempt "
+            f"| {_f(stuck.get('p50_ms'), 1)} | {_f(stuck.get('p99_ms'), 1)} |",
+            f"| ratio | {_f(o.get('p50_ratio'), 2)} | {_f(o.get('p99_ratio'), 2)} |",
+        ]
     verdict = (
         f"VOID ({', '.join(s['void_scenarios'])}: something missing or failed)"
         if s["void"]

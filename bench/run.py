@@ -30,7 +30,18 @@ from typing import Any
 import asyncpg
 import uvloop
 
-from bench import burst, chart, faults, idle_latency, publish_overhead, report, steady, storm
+from bench import (
+    burst,
+    capture,
+    chart,
+    faults,
+    idle_latency,
+    multi_daemon,
+    publish_overhead,
+    report,
+    steady,
+    storm,
+)
 from bench.common import LOOPBACK_HOSTS, BenchError
 from bench.payload import payload_json, request_body
 from bench.pg import Postgres
@@ -39,7 +50,17 @@ from bench.systems import Hookd, Tuning, ensure_peers, make
 
 log = logging.getLogger("bench")
 
-SCENARIOS = ("idle", "publish", "ceilings", "burst", "steady", "faults", "storm")
+SCENARIOS = (
+    "idle",
+    "publish",
+    "ceilings",
+    "burst",
+    "steady",
+    "faults",
+    "storm",
+    "multi",
+    "capture",
+)
 PEERS = ("pgqueuer", "graphile-worker")
 
 # Sizes per profile; each can be overridden by the option of the same name.
@@ -67,6 +88,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "background_rate": 100.0,
         "storm_warmup": 5.0,
         "steady_peers": True,
+        "multi_events": 20_000,
+        "kill_interval": 2.0,
+        "capture_rows": 100_000,
+        "capture_seconds": 10.0,
+        "ordering_seconds": 20.0,
+        "ordering_rate": 200.0,
     },
     "smoke": {
         "events": 600,
@@ -91,6 +118,12 @@ PROFILES: dict[str, dict[str, Any]] = {
         "background_rate": 20.0,
         "storm_warmup": 1.0,
         "steady_peers": False,
+        "multi_events": 300,
+        "kill_interval": 0.0,
+        "capture_rows": 2_000,
+        "capture_seconds": 1.0,
+        "ordering_seconds": 2.0,
+        "ordering_rate": 50.0,
     },
 }
 
@@ -155,6 +188,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--retry-delay", type=float, help="retry delay in the storm (full 75)")
     g.add_argument("--background-rate", type=float, help="events/s to healthy hosts (full 100)")
     g.add_argument("--storm-warmup", type=float, help="seconds before the storm (full 5)")
+    g = p.add_argument_group("several daemons")
+    g.add_argument("--multi-events", type=int, help="events of each burst (full 20000)")
+    g.add_argument(
+        "--multi-daemons", default="1,2,4", help="daemon counts on one database (default 1,2,4)"
+    )
+    g.add_argument(
+        "--kill-interval",
+        type=float,
+        help="seconds a victim daemon lives before SIGKILL in the kill run; 0: no kill run "
+        "(full 2)",
+    )
+    g = p.add_argument_group("capture and per-key ordering")
+    g.add_argument("--capture-rows", type=int, help="rows of the bulk UPDATE (full 100000)")
+    g.add_argument("--capture-seconds", type=float, help="per writer variant and round (full 10)")
+    g.add_argument("--ordering-seconds", type=float, help="length of each ordering run (full 20)")
+    g.add_argument("--ordering-rate", type=float, help="events/s in the ordering runs (full 200)")
+    g.add_argument(
+        "--stuck-rate", type=float, default=20.0, help="events/s of the failing key (20)"
+    )
     g = p.add_argument_group("output")
     g.add_argument("--results-dir", type=Path, default=report.REPO_ROOT / "bench" / "results")
     g.add_argument("--keep-workdir", action="store_true", help="keep configs, logs, sink logs")
@@ -173,6 +225,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if set(args.peers) - set(PEERS):
         p.error(f"--peers: choose from {', '.join(PEERS)}")
     args.points = [float(x) / 100 for x in str(args.points).split(",") if x.strip()]
+    try:
+        args.multi_daemons = tuple(int(x) for x in args.multi_daemons.split(",") if x.strip())
+    except ValueError:
+        p.error(f"--multi-daemons: a comma-separated list of counts, got {args.multi_daemons!r}")
+    if not args.multi_daemons or min(args.multi_daemons) < 1:
+        p.error("--multi-daemons: every count must be 1 or more")
     return args
 
 
@@ -330,6 +388,21 @@ async def _storm(
     return await storm.run(Hookd(_tuning(a)), pg, sink, monitor, workdir, p)
 
 
+async def _multi(
+    run: Run, pg: Postgres, sink: NginxSink, monitor: asyncpg.Connection, workdir: Path
+) -> dict[str, Any]:
+    a = run.args
+    p = multi_daemon.MultiParams(
+        events=a.multi_events,
+        endpoints=a.endpoints,
+        daemons=a.multi_daemons,
+        kill_interval_s=a.kill_interval,
+        body_bytes=a.body_bytes,
+        drain_timeout_s=a.drain_timeout,
+    )
+    return await multi_daemon.run(Hookd(_tuning(a)), pg, sink, monitor, workdir, p)
+
+
 async def run_all(args: argparse.Namespace) -> int:
     """Run the selected scenarios; return the exit status."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
@@ -376,10 +449,23 @@ async def run_all(args: argparse.Namespace) -> int:
                     "steady": _steady,
                     "faults": _faults,
                     "storm": _storm,
+                    "multi": _multi,
                 }
                 for name, fn in steps.items():
                     if name in args.only:
                         await run.scenario(name, fn(run, pg, sink, monitor, workdir))
+                if "capture" in args.only:
+                    cp = capture.CaptureParams(
+                        bulk_rows=args.capture_rows,
+                        rounds=args.rounds,
+                        writers=args.writers,
+                        writer_rows=max(args.capture_rows, 1000),
+                        seconds=args.capture_seconds,
+                        ordering_seconds=args.ordering_seconds,
+                        ordering_rate=args.ordering_rate,
+                        stuck_rate=args.stuck_rate,
+                    )
+                    await run.scenario("capture", capture.run(pg, workdir, cp))
             finally:
                 await monitor.close()
         failed = False

@@ -43,9 +43,7 @@ ASLEEP_SQL = {
 
 async def publish_definition(conn: asyncpg.Connection) -> str:
     """pg_get_functiondef of hookd.publish."""
-    text: str = await conn.fetchval(
-        "SELECT pg_get_functiondef('hookd.publish(text, jsonb, text, text)'::regprocedure)"
-    )
+    text: str = await conn.fetchval("SELECT pg_get_functiondef('hookd.publish'::regproc)")
     return text
 
 

@@ -102,6 +102,9 @@ class Dispatcher:
         self.ledger = InFlight(
             cfg, self._attempt, self._give_back, self._room_freed, metrics.in_flight
         )
+        # Claims see only committed state: the next delivery of a key is due once the write
+        # that ended the previous one is done, not when the recorder hands it over.
+        writer.on_released = self._key_released
         self.recorder = Recorder(
             cfg, store, writer, metrics, self._wheel, self._spawn, self._retry_planned
         )
@@ -131,6 +134,11 @@ class Dispatcher:
 
     def _room_freed(self) -> None:
         """An endpoint or origin that was held back at its cap has room again."""
+        self._due_wanted = True
+        self.planner.wake()
+
+    def _key_released(self) -> None:
+        """A delivery with an ordering key ended (written): the next one of its key is due."""
         self._due_wanted = True
         self.planner.wake()
 
@@ -323,14 +331,18 @@ class Dispatcher:
             self._due_wanted = False
             self._due_check_at = now + cfg.poll_interval_s
             self._m_claims_due.inc()
-            due = await self._store.claim_due(limit, cfg.lease_s, rooms)
-            if len(due) >= limit:
+            claim = await self._store.claim_due(
+                limit, cfg.lease_s, rooms, unfanned_park_s=cfg.poll_interval_s
+            )
+            due = claim.deliveries
+            if len(due) >= limit or claim.parked:
+                # Parked deliveries (behind an earlier one of their ordering key) took room.
                 self._due_wanted = True
             got = Counter(d.endpoint_id for d in due)
             for ep, room in rooms:
                 if (rt := self._endpoints.get(ep)) is not None:
                     # A full room means more may be waiting; less means it was all there was.
-                    rt.backlog = got[ep] >= room
+                    rt.backlog = got[ep] + claim.parked.get(ep, 0) >= room
             await self._dispatch(due, now)
         found = bool(fan.events_claimed or due)
         return found, full or (limit > 0 and len(due) >= limit)
@@ -412,7 +424,9 @@ class Dispatcher:
                 continue
             body = bodies.get(d.event_id)
             if body is None:
-                body = bodies[d.event_id] = build_body(d.event_type, d.published_at, d.payload)
+                body = bodies[d.event_id] = build_body(
+                    d.event_type, d.published_at, d.payload, d.event_id, d.ordering_key
+                )
             assert rt.origin is not None
             ledger.admit(Held(d, rt, rt.origin, body, lease_ends_at))
 

@@ -53,3 +53,7 @@ class InvalidPayloadFilter(HookdError):
 
 class Busy(HookdError):
     """Another transaction holds a lock this change needs; try again (SQLSTATE 55P03)."""
+
+
+class InvalidCapture(HookdError):
+    """The capture definition is invalid (`hookd capture`)."""

@@ -83,7 +83,7 @@ def cannot_connect(exc: BaseException) -> DatabaseUnavailable:
 INSUFFICIENT_PRIVILEGE = "42501"
 """SQLSTATE insufficient_privilege: the role may not do what a statement asks."""
 
-_PUBLISH = "hookd.publish(text, jsonb, text, text)"
+_PUBLISH = "hookd.publish(text, jsonb, text, text, text)"
 
 
 def _ident(name: str) -> str:
@@ -209,7 +209,9 @@ async def apply_to(
         HookdError: a role to grant to does not exist.
     """
     try:
-        conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
+        # statement_cache_size 0: no named prepared statements, so `hookd migrate` also works
+        # through a pooler in transaction mode (each transaction may get another server session).
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout_s, statement_cache_size=0)
     except CONNECT_ERRORS as exc:
         raise cannot_connect(exc) from None
     try:

@@ -114,7 +114,8 @@ class Delivery:
     """One leased (event, endpoint) pair, ready for an attempt.
 
     `attempt` is the number of this attempt (1 for the first). `payload` is the event's JSON text as
-    stored, so the body is built without parsing it.
+    stored, so the body is built without parsing it. `ordering_key` is the event's ordering key:
+    while this delivery is open, later deliveries of the key to the same endpoint wait.
     """
 
     id: int
@@ -125,6 +126,7 @@ class Delivery:
     published_at: datetime
     payload: str
     created_at: datetime
+    ordering_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

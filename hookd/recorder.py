@@ -97,7 +97,9 @@ class Recorder:
         m.attempt_duration.observe(rec.duration_s)
         now = time.monotonic()
         outcome = decide(d, cls, rec, rt.policy, time.time(), random.random())
-        self._writer.add(outcome, rec)
+        # Ended (delivered, dead-lettered, paused): the next delivery of its key may go next.
+        ends_key = d.ordering_key is not None and outcome.state is not DeliveryState.PENDING
+        self._writer.add(outcome, rec, releases_key=ends_key)
         if outcome.state is DeliveryState.DELIVERED:
             self._m_outcome["delivered"].inc()
             per_endpoint.delivered.inc()
@@ -169,7 +171,11 @@ class Recorder:
     def settle(self, d: Delivery, state: DeliveryState, reason: str) -> None:
         """A final (or paused) state for a claimed delivery that cannot be attempted; no attempt
         is logged."""
-        self._writer.add(Outcome(d.id, d.attempt, state, None, None, reason, counted=False), None)
+        self._writer.add(
+            Outcome(d.id, d.attempt, state, None, None, reason, counted=False),
+            None,
+            releases_key=d.ordering_key is not None,
+        )
         self._m_outcome["failed" if state is DeliveryState.FAILED else "paused"].inc()
         if state is DeliveryState.FAILED:
             self._metrics.endpoint(d.endpoint_id).failed.inc()

@@ -17,15 +17,26 @@ TOKEN_RESPONSE_MAX_BYTES = 65536
 """Cap on an OAuth token endpoint's answer."""
 
 
-def build_body(event_type: str, published_at: datetime, payload: str) -> bytes:
-    """The request body: `{"type": ..., "timestamp": <RFC 3339 UTC>, "data": <payload>}`.
+def build_body(
+    event_type: str,
+    published_at: datetime,
+    payload: str,
+    position: int,
+    ordering_key: str | None = None,
+) -> bytes:
+    """The request body: `{"type": ..., "timestamp": <RFC 3339 UTC>, "position": <event id>,
+    ["ordering_key": ...,] "data": <payload>}` (README, "What a receiver gets").
 
-    `payload` is the stored JSON text, spliced in without being parsed again.
+    `payload` is the stored JSON text, spliced in without being parsed again. `position` is the
+    event id: for one ordering key it grows in commit order when the key's writers serialise.
     """
     ts = published_at.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    return b'{"type":%b,"timestamp":"%b","data":%b}' % (
+    key = b"" if ordering_key is None else b',"ordering_key":' + orjson.dumps(ordering_key)
+    return b'{"type":%b,"timestamp":"%b","position":%d%b,"data":%b}' % (
         orjson.dumps(event_type),
         ts.encode(),
+        position,
+        key,
         payload.encode(),
     )
 

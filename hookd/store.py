@@ -12,11 +12,12 @@ daemon's work; a delivered outcome is the one exception (a 2xx is never thrown a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
 import uuid
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -24,10 +25,13 @@ from typing import Any, ParamSpec, TypeVar
 
 import asyncpg
 import orjson
+from asyncpg.pool import PoolConnectionProxy
 
 from hookd import migrate
 from hookd.errors import (
     Busy,
+    ConfigError,
+    InvalidCapture,
     InvalidPayloadFilter,
     PermissionDenied,
     SchemaMissing,
@@ -53,10 +57,18 @@ log = logging.getLogger("hookd.store")
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
-# The daemon's own writes (claims, outcomes) use asynchronous commit: a PostgreSQL crash can lose
-# the last moments of progress, which only means those deliveries are attempted again
-# (at-least-once). It keeps fsync latency out of the delivery path.
-_SERVER_SETTINGS = {"application_name": "hookd", "synchronous_commit": "off"}
+# Only startup parameters every pooler passes on: PgBouncer refuses any it does not track
+# ("unsupported startup parameter"), and application_name is one it tracks.
+_SERVER_SETTINGS = {"application_name": "hookd"}
+
+# The daemon's own hot-path writes (fan-out, claims, outcomes) use asynchronous commit: a PostgreSQL
+# crash can lose the last moments of progress, which only means those deliveries are attempted
+# again (at-least-once), and it keeps fsync latency out of the delivery path. It is set per
+# transaction, not per session (a pooler in transaction mode hands sessions around), and without a
+# round trip of its own: fan_out and claim_due set it inside their statement (set_config(...,
+# true), see queries.sql), and `record` sends it with its BEGIN. Every other write (the operating
+# surface's) commits synchronously, as the server is configured.
+_BEGIN_ASYNC_COMMIT = "BEGIN; SET LOCAL synchronous_commit TO off"
 
 _TRANSIENT_CLASSES = ("08", "53", "57P")
 _TRANSIENT_STATES = frozenset({"40001", "40P01", "57014", "25006"})
@@ -99,9 +111,22 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+_LOST_STATEMENT_STATES = frozenset({"26000", "42P05"})
+"""invalid_sql_statement_name, duplicate_prepared_statement: a named prepared statement (asyncpg's
+statement cache; hookd names none itself) missing from, or already in, the server session. That
+happens when the session changed between two transactions: a pooler in transaction mode."""
+
+UNDECLARED_POOLER = (
+    "database.dsn: goes through a pooler in transaction mode (the server session changed "
+    'between two transactions): set database.pooler = "transaction", or connect straight to '
+    "PostgreSQL"
+)
+
+
 def _mapped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any, _T]]:
-    """Turn transient driver errors raised by a Store method into StoreUnavailable, and a missing
-    privilege into PermissionDenied (once)."""
+    """Turn transient driver errors raised by a Store method into StoreUnavailable, a missing
+    privilege into PermissionDenied, and the trace of an undeclared transaction pooler into
+    ConfigError (once)."""
 
     @functools.wraps(fn)
     async def call(*args: _P.args, **kwargs: _P.kwargs) -> _T:
@@ -112,6 +137,8 @@ def _mapped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any,
         except Exception as exc:
             store = args[0]
             assert isinstance(store, Store)
+            if getattr(exc, "sqlstate", None) in _LOST_STATEMENT_STATES:
+                raise ConfigError(UNDECLARED_POOLER) from exc
             if _denied(exc):
                 raise await store._permission_denied(exc) from exc
             if not is_transient(exc):
@@ -120,6 +147,35 @@ def _mapped(fn: Callable[_P, Awaitable[_T]]) -> Callable[_P, Coroutine[Any, Any,
             raise StoreUnavailable(f"database unavailable ({_describe(exc)})") from exc
 
     return call
+
+
+@contextlib.asynccontextmanager
+async def _async_commit_transaction(
+    conn: PoolConnectionProxy[asyncpg.Record],
+) -> AsyncIterator[None]:
+    """A transaction on `conn` that commits asynchronously; BEGIN and the setting go in one
+    round trip (asyncpg's `conn.transaction()` would need a second one for the SET LOCAL)."""
+    await conn.execute(_BEGIN_ASYNC_COMMIT)
+    try:
+        yield
+    except BaseException:
+        # A rollback that fails (a lost connection) leaves the transaction to the pool, whose
+        # release rolls back or drops the connection; the original error is the one to raise.
+        with contextlib.suppress(Exception):
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+async def _no_session_reset(conn: asyncpg.Connection) -> None:
+    """Pool reset: nothing beyond asyncpg's own rollback of an open transaction.
+
+    asyncpg's default reset (unlock every advisory lock, UNLISTEN, RESET ALL) is one more round
+    trip per release, which nothing here needs: the store keeps no session state (settings are
+    SET LOCAL or set_config(..., true); advisory locks and LISTEN live on the listener's own
+    connection). Measured: a single pool.fetchval took 99-153 µs without it against 196-327 µs
+    with it (loopback, this machine). Behind a pooler in transaction mode it would moreover act on
+    some other client's server session."""
 
 
 def _denied(exc: BaseException) -> bool:
@@ -140,7 +196,45 @@ class FanOut:
     last_event_id: int
     """The highest id of the events claimed oldest-first (0 if none)."""
     unleased_endpoints: frozenset[int]
-    """Endpoints some of whose new deliveries were left unleased (they had no room)."""
+    """Endpoints some of whose new deliveries were left unleased because they had no room (not
+    those that only wait for an earlier delivery of their ordering key: its end wakes them)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DueClaim:
+    """Result of one due claim: the deliveries leased to us, and those parked behind their key."""
+
+    deliveries: list[Delivery]
+    parked: dict[int, int]
+    """Endpoint id -> deliveries parked because an earlier one of their ordering key is open (or
+    not fanned out yet): they took room in this claim, so more may be due."""
+
+
+KEY_PARK_S = 30.0
+"""How long claim_due parks a delivery behind an open earlier delivery of its ordering key; the
+end of that one makes it due at once (keys_next_due), so this only bounds a missed wake-up."""
+
+
+@dataclass(frozen=True, slots=True)
+class Capture:
+    """One captured table, as `hookd capture add` (or the DDL it prints) recorded it."""
+
+    table: str
+    """Its qualified name now; the recorded one if the table was dropped since (`exists` false)."""
+    exists: bool
+    events: tuple[str, ...]
+    """Of insert, update, delete."""
+    columns: tuple[str, ...]
+    """Captured columns (the key and status columns included)."""
+    type_prefix: str
+    key_column: str
+    status_column: str | None
+    tenant_column: str | None
+    function_name: str
+    """The generated trigger function, in schema hookd."""
+    created_at: datetime
+    missing_columns: tuple[str, ...]
+    """Captured columns the table no longer has: run `hookd capture add` again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +374,7 @@ def _delivery(r: asyncpg.Record, created_at: datetime | None = None) -> Delivery
         published_at=r["created_at"],
         payload=r["payload"],
         created_at=created_at or r["created_at"],
+        ordering_key=r["ordering_key"],
     )
 
 
@@ -310,8 +405,15 @@ class Store:
         owner: uuid.UUID | None = None,
         box: SecretBox | None = None,
         check_schema: bool = True,
+        pooler: str = "none",
     ) -> Store:
         """Connect a pool of up to `pool_size` connections and (by default) check the schema.
+
+        `pooler` is `database.pooler`: "transaction" when `dsn` goes through a pooler in
+        transaction mode (PgBouncer's `pool_mode = transaction`). Then no named prepared
+        statement is used (each would live in one server session, and the next transaction may
+        run in another: asyncpg's `statement_cache_size=0`, which sends Parse, Bind and Execute
+        before one Sync) and the pool does not reset sessions between uses.
 
         Raises:
             DatabaseUnavailable: the server cannot be reached or refuses us (one line, no driver
@@ -319,10 +421,15 @@ class Store:
             SchemaMissing: `hookd migrate` has not been run, or is behind this version of hookd.
             PermissionDenied: the role lacks part of what the daemon's role is granted
                 (`hookd.migrate.daemon_grants`), named in one line with the fix.
+            ConfigError: `dsn` goes through a transaction pooler and `pooler` is "none", when
+                the schema check already shows it (UNDECLARED_POOLER; store methods raise it too).
         """
         try:
             # min_size 0: no background refill of a connection floor, which retries and logs
             # a traceback per try during an outage; connections are opened as queries need them.
+            pooled: dict[str, Any] = {"reset": _no_session_reset}
+            if pooler == "transaction":
+                pooled["statement_cache_size"] = 0
             pool = await asyncpg.create_pool(
                 dsn,
                 min_size=0,
@@ -330,6 +437,7 @@ class Store:
                 timeout=connect_timeout_s,
                 command_timeout=command_timeout_s,
                 server_settings=_SERVER_SETTINGS,
+                **pooled,
             )
         except migrate.CONNECT_ERRORS as exc:
             raise migrate.cannot_connect(exc) from None
@@ -347,6 +455,8 @@ class Store:
             await store.close()
             if denial is not None:
                 raise denial from None
+            if getattr(exc, "sqlstate", None) in _LOST_STATEMENT_STATES:
+                raise ConfigError(UNDECLARED_POOLER) from None
             # min_size 0 means the first acquire is the first login: a refused one ends here.
             if isinstance(exc, Exception) and (is_transient(exc) or migrate.refused_login(exc)):
                 raise migrate.cannot_connect(exc) from None
@@ -438,18 +548,27 @@ class Store:
             len(created),
             [_delivery(r) for r in created if r["leased"]],
             max((r["event_id"] for r in rows if not r["newest"]), default=0),
-            frozenset(r["endpoint_id"] for r in created if not r["leased"]),
+            frozenset(r["endpoint_id"] for r in created if not r["leased"] and r["key_head"]),
         )
 
     @_mapped
     async def claim_due(
-        self, limit: int, lease_s: float, rooms: Sequence[tuple[int, int]]
-    ) -> list[Delivery]:
+        self,
+        limit: int,
+        lease_s: float,
+        rooms: Sequence[tuple[int, int]],
+        unfanned_park_s: float = 1.0,
+    ) -> DueClaim:
         """Lease up to `limit` due pending deliveries for `lease_s` seconds, at most `room` of
         each (endpoint_id, room) in `rooms`; first attempts ahead of retries, then most overdue
-        first."""
+        first.
+
+        A delivery with an ordering key is leased only as the head of its (endpoint, key); one
+        behind an open earlier delivery of its key is parked for KEY_PARK_S seconds (until that
+        one ends), one behind an earlier event not yet fanned out for `unfanned_park_s`.
+        """
         if not rooms or limit <= 0:
-            return []
+            return DueClaim([], {})
         rows = await self.pool.fetch(
             QUERIES["claim_due"],
             limit,
@@ -457,8 +576,17 @@ class Store:
             self.owner,
             [ep for ep, _ in rooms],
             [room for _, room in rooms],
+            KEY_PARK_S,
+            unfanned_park_s,
         )
-        return [_delivery(r, r["delivery_created_at"]) for r in rows]
+        parked: dict[int, int] = {}
+        leased: list[Delivery] = []
+        for r in rows:
+            if r["parked"]:
+                parked[r["endpoint_id"]] = parked.get(r["endpoint_id"], 0) + 1
+            else:
+                leased.append(_delivery(r, r["delivery_created_at"]))
+        return DueClaim(leased, parked)
 
     @_mapped
     async def record(self, outcomes: Sequence[Outcome], attempts: Sequence[AttemptRecord]) -> int:
@@ -467,12 +595,13 @@ class Store:
         An outcome whose lease was lost (expired and taken over) is skipped, its attempt row kept;
         a delivered outcome is applied whatever the lease says, unless the delivery is already
         delivered. A retry for an endpoint disabled meanwhile is written as paused, and one for an
-        endpoint deleted meanwhile as failed ("endpoint deleted").
+        endpoint deleted meanwhile as failed ("endpoint deleted"). A delivery with an ordering key
+        that ends (delivered, failed) makes the next one of its (endpoint, key) due now.
         """
-        async with self.pool.acquire() as conn, conn.transaction():
+        async with self.pool.acquire() as conn, _async_commit_transaction(conn):
             applied: int = 0
             if outcomes:
-                applied = await conn.fetchval(
+                row = await conn.fetchrow(
                     QUERIES["record_outcomes"],
                     [o.delivery_id for o in outcomes],
                     [o.attempt for o in outcomes],
@@ -483,6 +612,13 @@ class Store:
                     [o.counted for o in outcomes],
                     self.owner,
                 )
+                assert row is not None
+                applied = row["applied"]
+                if row["ended_keys"]:
+                    # Its own statement: see keys_next_due in queries.sql.
+                    await conn.execute(
+                        QUERIES["keys_next_due"], row["ended_endpoints"], row["ended_keys"]
+                    )
             if attempts:
                 await conn.execute(
                     QUERIES["record_attempts"],
@@ -949,3 +1085,99 @@ class Store:
                 "hookd.events stayed locked by other transactions for 5 s (a long transaction"
                 " that published?); try again"
             ) from None
+
+    # -- capture (hookd capture ...) -------------------------------------------------------------
+    #
+    # The DDL is built inside PostgreSQL (hookd.capture_ddl in sql/010_capture_ordering.sql), so
+    # identifiers are quoted by PostgreSQL itself; this section only fetches and runs it.
+
+    @_mapped
+    async def capture_ddl(
+        self,
+        table: str,
+        *,
+        events: Sequence[str] | None = None,
+        columns: Sequence[str] | None = None,
+        type_prefix: str | None = None,
+        status_column: str | None = None,
+        tenant_column: str | None = None,
+        key_column: str | None = None,
+    ) -> str:
+        """The DDL that captures `table` (a SQL name: public.orders, "Order Items"); None takes
+        the defaults (README, "Capturing table changes").
+
+        Raises:
+            InvalidCapture: no such table or column, no usable key, an invalid type prefix (one
+                line naming the option to change).
+        """
+        try:
+            ddl: str = await self.pool.fetchval(
+                QUERIES["capture_ddl"],
+                table,
+                list(events) if events is not None else None,
+                list(columns) if columns is not None else None,
+                type_prefix,
+                status_column,
+                tenant_column,
+                key_column,
+            )
+        except asyncpg.InvalidParameterValueError as exc:
+            raise _invalid_capture(exc) from None
+        return ddl
+
+    @_mapped
+    async def capture_drop_ddl(self, table: str) -> str:
+        """The DDL that stops capturing `table` (also one dropped since it was captured).
+
+        Raises:
+            InvalidCapture: the table is not captured.
+        """
+        try:
+            ddl: str = await self.pool.fetchval(QUERIES["capture_drop_ddl"], table)
+        except asyncpg.InvalidParameterValueError as exc:
+            raise _invalid_capture(exc) from None
+        return ddl
+
+    @_mapped
+    async def apply_ddl(self, ddl: str) -> None:
+        """Run DDL from capture_ddl / capture_drop_ddl in one transaction.
+
+        Raises:
+            InvalidCapture: the role may not create the trigger or the function (it needs the
+                TRIGGER privilege on the table and CREATE on schema hookd).
+        """
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                await conn.execute(ddl)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise InvalidCapture(
+                f"{exc} (capture needs the TRIGGER privilege on the table and CREATE on schema"
+                " hookd: run it as the table's owner or grant them)"
+            ) from None
+
+    @_mapped
+    async def captures(self, table: str | None = None) -> list[Capture]:
+        """Every captured table by name, or only `table` (a SQL name)."""
+        return [
+            Capture(
+                table=r["table_name"],
+                exists=r["table_exists"],
+                events=tuple(r["events"]),
+                columns=tuple(r["columns"]),
+                type_prefix=r["type_prefix"],
+                key_column=r["key_column"],
+                status_column=r["status_column"],
+                tenant_column=r["tenant_column"],
+                function_name=r["function_name"],
+                created_at=r["created_at"],
+                missing_columns=tuple(r["missing_columns"]),
+            )
+            for r in await self.pool.fetch(QUERIES["captures_list"], table)
+        ]
+
+
+def _invalid_capture(exc: asyncpg.PostgresError) -> InvalidCapture:
+    """The one line for a refused capture definition: the message and its hint."""
+    message = getattr(exc, "message", None) or str(exc)
+    hint = getattr(exc, "hint", None)
+    return InvalidCapture(f"{message}. {hint}" if hint else message)

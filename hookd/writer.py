@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from hookd.errors import StoreUnavailable
 from hookd.models import AttemptRecord, Outcome
@@ -27,6 +28,10 @@ class OutcomeWriter:
     `add()` is synchronous, so a finished attempt is recorded in memory with no await between the
     response and the bookkeeping. A failed write keeps the batch and tries again with backoff; if the
     process dies first, the leases expire and the deliveries are attempted again (at-least-once).
+
+    `on_released` is called after a write that ended a delivery with an ordering key (`add(...,
+    releases_key=True)`): the next delivery of that key may be claimed now, and not before the
+    write, since claims see only what is committed.
     """
 
     def __init__(self, store: Store, flush_interval_s: float, flush_batch: int) -> None:
@@ -40,6 +45,8 @@ class OutcomeWriter:
         self._inflight: asyncio.Future[int] | None = None
         self._healthy = asyncio.Event()
         self._healthy.set()
+        self._releases = False
+        self.on_released: Callable[[], None] | None = None
         self.errors = 0
 
     @property
@@ -59,9 +66,15 @@ class OutcomeWriter:
     def __len__(self) -> int:
         return len(self._outcomes)
 
-    def add(self, outcome: Outcome, attempt: AttemptRecord | None) -> None:
-        """Queue one outcome (and its attempt-log row, if an attempt was made)."""
+    def add(
+        self, outcome: Outcome, attempt: AttemptRecord | None, *, releases_key: bool = False
+    ) -> None:
+        """Queue one outcome (and its attempt-log row, if an attempt was made).
+
+        `releases_key`: the outcome ends a delivery with an ordering key (see `on_released`).
+        """
         self._outcomes.append(outcome)
+        self._releases = self._releases or releases_key
         if attempt is not None:
             self._attempts.append(attempt)
         if len(self._outcomes) >= self._batch:
@@ -78,6 +91,7 @@ class OutcomeWriter:
                 await asyncio.wait([self._inflight])
             outcomes, self._outcomes = self._outcomes, []
             attempts, self._attempts = self._attempts, []
+            releases, self._releases = self._releases, False
             self._full.clear()
             if not outcomes and not attempts:
                 return
@@ -88,6 +102,9 @@ class OutcomeWriter:
                     # Put them back in front so nothing is lost; the caller decides about retrying.
                     self._outcomes[:0] = outcomes
                     self._attempts[:0] = attempts
+                    self._releases = self._releases or releases
+                elif releases and self.on_released is not None:
+                    self.on_released()
 
             write.add_done_callback(keep_if_failed)
             try:

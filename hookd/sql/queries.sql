@@ -9,15 +9,19 @@
 -- listed) stay pending, unleased and due now.
 -- $6 lets a draining daemon start past the index entries of events it already fanned out (dead
 -- until vacuum, but still visited by a scan from the start); a scan from 0 catches the rest.
+-- Per-key ordering: a delivery with an ordering key is leased only if it is the head of its
+-- (endpoint, key): the first of the key in this batch, no earlier delivery of the key open for
+-- the endpoint, and no earlier event of the key still waiting for fan-out (committed late,
+-- skipped by this scan, or being fanned out by another daemon). Others wait for claim_due.
 WITH head AS (
-    SELECT id, event_type, tenant, created_at, payload
+    SELECT id, event_type, tenant, created_at, payload, ordering_key
     FROM hookd.events
     WHERE fanned_out_at IS NULL AND id > $6
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), tail AS (
-    SELECT id, event_type, tenant, created_at, payload
+    SELECT id, event_type, tenant, created_at, payload, ordering_key
     FROM hookd.events
     WHERE fanned_out_at IS NULL AND id <> ALL (ARRAY(SELECT id FROM head))
     ORDER BY id DESC
@@ -26,11 +30,29 @@ WITH head AS (
 ), ev AS (
     SELECT *, false AS newest FROM head UNION ALL SELECT *, true FROM tail
 ), marked AS (
-    -- By primary key: a join here lets the planner scan the whole history.
-    UPDATE hookd.events e SET fanned_out_at = now() WHERE e.id = ANY (ARRAY(SELECT id FROM ev))
-), pairs AS (
-    SELECT ev.id AS event_id, ep.id AS endpoint_id,
-           row_number() OVER (PARTITION BY ep.id ORDER BY ev.id) <= coalesce(r.room, 0) AS lease
+    -- By primary key: a join here lets the planner scan the whole history. The set_config (once,
+    -- an InitPlan) makes this transaction commit asynchronously (see hookd/store.py); a data-
+    -- modifying CTE always runs, and without events claimed there is nothing to commit.
+    UPDATE hookd.events e SET fanned_out_at = now()
+    WHERE e.id = ANY (ARRAY(SELECT id FROM ev))
+      AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
+), behind AS (
+    -- Keyed events with an earlier event of their key not in this batch and not fanned out.
+    SELECT k.id FROM ev k
+    WHERE k.ordering_key IS NOT NULL AND EXISTS (
+        SELECT 1 FROM hookd.events p
+        WHERE p.ordering_key = k.ordering_key AND p.id < k.id AND p.fanned_out_at IS NULL
+          AND p.id <> ALL (ARRAY(SELECT id FROM ev)))
+), matched AS (
+    SELECT ev.id AS event_id, ev.ordering_key, ep.id AS endpoint_id,
+           ev.ordering_key IS NULL
+           OR (row_number() OVER (PARTITION BY ep.id, ev.ordering_key ORDER BY ev.id) = 1
+               AND ev.id <> ALL (ARRAY(SELECT id FROM behind))
+               AND NOT EXISTS (
+                   SELECT 1 FROM hookd.deliveries p
+                   WHERE p.endpoint_id = ep.id AND p.ordering_key = ev.ordering_key
+                     AND p.event_id < ev.id AND p.state IN ('pending', 'paused')))
+           AS key_head
     FROM ev
     JOIN hookd.endpoints ep
       ON ep.enabled
@@ -38,24 +60,35 @@ WITH head AS (
      AND ep.created_at <= ev.created_at
      AND hookd.filter_matches(ep.event_types, ev.event_type)
      AND (ep.payload_filter IS NULL OR hookd.payload_matches(ev.payload, ep.payload_filter))
-    LEFT JOIN unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room) ON r.endpoint_id = ep.id
+), pairs AS (
+    SELECT m.event_id, m.ordering_key, m.endpoint_id, m.key_head,
+           m.key_head AND row_number() OVER (PARTITION BY m.endpoint_id, m.key_head ORDER BY m.event_id)
+                          <= coalesce(r.room, 0) AS lease
+    FROM matched m
+    LEFT JOIN unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room) ON r.endpoint_id = m.endpoint_id
 ), ins AS (
-    INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner)
+    INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner,
+                                  ordering_key)
     SELECT event_id, endpoint_id,
            CASE WHEN lease THEN 1 ELSE 0 END,
            CASE WHEN lease THEN now() + make_interval(secs => $2) ELSE now() END,
-           CASE WHEN lease THEN $3::uuid END
+           CASE WHEN lease THEN $3::uuid END,
+           ordering_key
     FROM pairs
     ON CONFLICT (event_id, endpoint_id) DO NOTHING
     RETURNING id, event_id, endpoint_id, attempts, lease_owner
 )
 -- One row per delivery created, plus one row with NULL delivery columns per event that matched no
--- endpoint, so the caller can count the events it claimed. `leased` tells which rows are ours.
+-- endpoint, so the caller can count the events it claimed. `leased` tells which rows are ours;
+-- `key_head` false marks an unleased one that waits for an earlier one of its key (not for room).
 -- Only leased rows carry the payload: the others are counted, not sent.
 SELECT ins.id, ins.endpoint_id, ins.attempts, ins.lease_owner IS NOT NULL AS leased,
-       ev.id AS event_id, ev.event_type, ev.created_at, ev.newest,
-       CASE WHEN ins.lease_owner IS NOT NULL THEN ev.payload END AS payload
-FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
+       ev.id AS event_id, ev.event_type, ev.created_at, ev.newest, ev.ordering_key,
+       CASE WHEN ins.lease_owner IS NOT NULL THEN ev.payload END AS payload,
+       p.key_head
+FROM ev
+LEFT JOIN ins ON ins.event_id = ev.id
+LEFT JOIN pairs p ON p.event_id = ins.event_id AND p.endpoint_id = ins.endpoint_id;
 
 -- name: claim_due
 -- Lease due pending deliveries (retries, expired leases, deliveries left unleased at fan-out) to
@@ -63,28 +96,61 @@ FROM ev LEFT JOIN ins ON ins.event_id = ev.id;
 -- ahead of retries (a priority lane: a storm of late retries cannot take the whole batch), then
 -- the most overdue first. One index probe per endpoint (deliveries_due_by_endpoint), whatever the
 -- backlog of others.
-WITH due AS (
-    SELECT d.id
+-- Per-key ordering: a delivery with an ordering key is leased only as the head of its (endpoint,
+-- key). One behind an earlier open delivery of its key (pending, leased or not, or paused) is
+-- parked for $6 seconds instead, and one behind an earlier event of its key not yet fanned out for
+-- $7 seconds: each is looked at once per park, not by every claim (one probe of
+-- deliveries_open_by_key and one of events_pending_by_key, only for keyed deliveries). When the
+-- open one ends, keys_next_due makes the next one due at once. Parked rows are returned with
+-- `parked` true and no event columns.
+-- Every row this writes (parked or leased) comes from cand, whose set_config (once, an InitPlan)
+-- makes the claim commit asynchronously (see hookd/store.py).
+WITH cand AS (
+    SELECT d.*
     FROM unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room)
     CROSS JOIN LATERAL (
-        SELECT id, attempts, next_attempt_at
-        FROM hookd.deliveries
-        WHERE state = 'pending' AND endpoint_id = r.endpoint_id AND next_attempt_at <= now()
-        ORDER BY next_attempt_at
+        SELECT q.id, q.endpoint_id, q.attempts, q.next_attempt_at,
+               CASE WHEN q.ordering_key IS NULL THEN 0
+                    WHEN EXISTS (
+                        SELECT 1 FROM hookd.deliveries p
+                        WHERE p.ordering_key = q.ordering_key AND p.endpoint_id = q.endpoint_id
+                          AND p.event_id < q.event_id AND p.state IN ('pending', 'paused')) THEN 2
+                    WHEN EXISTS (
+                        SELECT 1 FROM hookd.events p
+                        WHERE p.ordering_key = q.ordering_key AND p.id < q.event_id
+                          AND p.fanned_out_at IS NULL) THEN 1
+                    ELSE 0 END AS blocked
+        FROM hookd.deliveries q
+        WHERE q.state = 'pending' AND q.endpoint_id = r.endpoint_id AND q.next_attempt_at <= now()
+        ORDER BY q.next_attempt_at
         LIMIT r.room
         FOR UPDATE SKIP LOCKED
     ) d
-    ORDER BY d.attempts > 0, d.next_attempt_at
+    WHERE (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
+), due AS (
+    SELECT id FROM cand
+    WHERE blocked = 0
+    ORDER BY attempts > 0, next_attempt_at
     LIMIT $1
+), parked AS (
+    UPDATE hookd.deliveries d
+    SET next_attempt_at = now() + make_interval(secs => CASE WHEN c.blocked = 2 THEN $6::float8 ELSE $7::float8 END)
+    FROM cand c
+    WHERE d.id = c.id AND c.blocked > 0
+    RETURNING d.id, d.endpoint_id
+), leased AS (
+    UPDATE hookd.deliveries d
+    SET attempts = d.attempts + 1,
+        next_attempt_at = now() + make_interval(secs => $2),
+        lease_owner = $3
+    FROM due, hookd.events e
+    WHERE d.id = due.id AND e.id = d.event_id
+    RETURNING d.id, d.endpoint_id, d.attempts, e.id AS event_id, e.event_type, e.created_at,
+              e.payload, d.created_at AS delivery_created_at, d.ordering_key
 )
-UPDATE hookd.deliveries d
-SET attempts = d.attempts + 1,
-    next_attempt_at = now() + make_interval(secs => $2),
-    lease_owner = $3
-FROM due, hookd.events e
-WHERE d.id = due.id AND e.id = d.event_id
-RETURNING d.id, d.endpoint_id, d.attempts, e.id AS event_id, e.event_type, e.created_at,
-          e.payload, d.created_at AS delivery_created_at;
+SELECT l.*, false AS parked FROM leased l
+UNION ALL
+SELECT p.id, p.endpoint_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM parked p;
 
 -- name: record_outcomes
 -- Write back a batch of outcomes. Only rows still leased to $8 at the same attempt count are
@@ -93,7 +159,8 @@ RETURNING d.id, d.endpoint_id, d.attempts, e.id AS event_id, e.event_type, e.cre
 -- thrown away, and nothing is sent after it). `counted` false gives back a lease without an
 -- attempt (never sent): the attempt counter and the last status stay as they were. A delivery
 -- that would stay pending for an endpoint disabled meanwhile is paused; for an endpoint deleted
--- meanwhile it is failed.
+-- meanwhile it is failed. Returns the count, and the (endpoint, key) of each delivery with an
+-- ordering key that this ended (delivered or failed), for keys_next_due.
 WITH o AS (
     SELECT o.*, ep.id IS NOT NULL AS endpoint_exists, coalesce(ep.enabled, false) AS enabled
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[], $7::bool[])
@@ -124,9 +191,35 @@ WITH o AS (
     WHERE d.id = f.id
       AND ((d.lease_owner = $8 AND d.attempts = f.attempts)
            OR (f.state = 'delivered' AND d.state <> 'delivered'))
-    RETURNING d.id
+    RETURNING d.id, d.endpoint_id, d.ordering_key, d.state
+), ended AS (
+    SELECT endpoint_id, ordering_key FROM upd
+    WHERE ordering_key IS NOT NULL AND state IN ('delivered', 'failed')
 )
-SELECT count(*) FROM upd;
+SELECT (SELECT count(*) FROM upd) AS applied,
+       ARRAY(SELECT endpoint_id FROM ended) AS ended_endpoints,
+       ARRAY(SELECT ordering_key FROM ended) AS ended_keys;
+
+-- name: keys_next_due
+-- After record_outcomes ended deliveries with ordering keys (($1, $2): endpoint, key): the next
+-- open delivery of each (endpoint, key), unless someone holds it or it was attempted before
+-- (its next_attempt_at is then a backoff), is due now: claim_due may have parked it while the
+-- ended one was open. A separate statement on purpose: its snapshot sees a park committed while
+-- the outcome was written, and a park still in progress holds the row's lock, so this waits and
+-- re-checks the row as parked.
+UPDATE hookd.deliveries d
+SET next_attempt_at = least(d.next_attempt_at, now())
+FROM unnest($1::bigint[], $2::text[]) AS k (endpoint_id, ordering_key)
+CROSS JOIN LATERAL (
+    SELECT q.id FROM hookd.deliveries q
+    WHERE q.ordering_key = k.ordering_key AND q.endpoint_id = k.endpoint_id
+      AND q.state IN ('pending', 'paused')
+    ORDER BY q.event_id
+    LIMIT 1
+) h
+WHERE d.id = h.id AND d.state = 'pending' AND d.lease_owner IS NULL AND d.attempts = 0;
+
+
 
 -- name: record_attempts
 INSERT INTO hookd.attempts (delivery_id, attempt, started_at, duration_s, status, error, response_body)
@@ -517,3 +610,31 @@ SELECT EXISTS (SELECT 1 FROM pg_trigger
 
 -- name: strict_types_set
 SELECT hookd.set_strict_event_types($1);
+
+-- Capture (hookd capture ...): the DDL is built by hookd.capture_ddl / hookd.capture_drop_ddl
+-- (hookd/sql/010_capture_ordering.sql), inside PostgreSQL, which quotes every identifier.
+
+-- name: capture_ddl
+SELECT hookd.capture_ddl(table_name => $1, events => $2, columns => $3, type_prefix => $4,
+                         status_column => $5, tenant_column => $6, key_column => $7);
+
+-- name: capture_drop_ddl
+SELECT hookd.capture_drop_ddl($1);
+
+-- name: captures_list
+-- Every captured table (or only table $1), with its current name (the recorded one if it was
+-- dropped since) and the captured columns it no longer has (capture add must run again).
+SELECT CASE WHEN cl.oid IS NULL THEN c.table_name ELSE format('%I.%I', n.nspname, cl.relname) END
+           AS table_name,
+       cl.oid IS NOT NULL AS table_exists, c.events, c.columns, c.type_prefix, c.key_column,
+       c.status_column, c.tenant_column, c.function_name, c.created_at,
+       ARRAY(SELECT col FROM unnest(c.columns || c.tenant_column) AS col
+             WHERE col IS NOT NULL AND NOT EXISTS (
+                 SELECT 1 FROM pg_attribute a
+                 WHERE a.attrelid = c.relid AND a.attname = col AND a.attnum > 0
+                   AND NOT a.attisdropped)) AS missing_columns
+FROM hookd.captures c
+LEFT JOIN pg_class cl ON cl.oid = c.relid
+LEFT JOIN pg_namespace n ON n.oid = cl.relnamespace
+WHERE $1::text IS NULL OR c.relid = to_regclass($1)
+ORDER BY 1;

@@ -222,8 +222,9 @@ async def test_print_grants_shows_the_sql_without_running_it(
     )
     assert printed.returncode == 0, printed.describe()
     sql = printed.stdout
-    assert f'GRANT EXECUTE ON FUNCTION hookd.publish(text, jsonb, text, text) TO "{roles.app}"' in (
-        sql
+    assert (
+        f'GRANT EXECUTE ON FUNCTION hookd.publish(text, jsonb, text, text, text) TO "{roles.app}"'
+        in (sql)
     )
     assert f'TO "{roles.daemon}"' in sql
     # Nothing ran: the roles still have no access.

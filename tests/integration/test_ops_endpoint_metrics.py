@@ -14,6 +14,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hookd import config
@@ -160,3 +161,14 @@ def test_max_endpoint_labels_is_validated() -> None:
     with pytest.raises(ConfigError, match=r"^admin\.max_endpoint_labels: expected an integer"):
         config.from_mapping({"admin": {"max_endpoint_labels": "50"}})
     assert config.from_mapping({}).admin.max_endpoint_labels == 50
+
+
+def test_a_labelled_endpoint_costs_ten_series() -> None:
+    """As documented: seven status classes, two outcomes and one gauge, and no `_created`
+    series beside the counters."""
+    m = Metrics(max_endpoint_labels=5)
+    m.endpoint(7).attempts["5xx"].inc()
+    text = generate_latest(m.registry).decode()
+    mine = [line for line in text.splitlines() if 'endpoint="7"' in line]
+    assert len(mine) == 10, mine
+    assert not [line for line in text.splitlines() if "_created" in line.split(" ")[0]], text

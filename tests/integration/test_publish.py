@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 import asyncpg
 import pytest
@@ -108,3 +109,43 @@ async def test_migrate_is_idempotent_and_safe_concurrently(dsn: str) -> None:
     finally:
         for c in conns:
             await c.close()
+
+
+async def test_upgrade_to_ordering_keys_keeps_who_may_publish(dsn: str) -> None:
+    # Version 10 replaces hookd.publish (a new optional parameter): an application role granted
+    # EXECUTE before (and PUBLIC revoked) keeps exactly that on the new function.
+    role = f"hookd_app_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("DROP SCHEMA hookd CASCADE")
+        async with conn.transaction():
+            await conn.execute(
+                "CREATE SCHEMA hookd; CREATE TABLE hookd.schema_migrations (version integer"
+                " PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
+            for mig in migrate.available():
+                if mig.version < 10:
+                    await conn.execute(mig.sql)
+                    await conn.execute(
+                        "INSERT INTO hookd.schema_migrations (version, name) VALUES ($1, $2)",
+                        mig.version,
+                        mig.name,
+                    )
+        await conn.execute(f"CREATE ROLE {role}")
+        old = "hookd.publish(text, jsonb, text, text)"
+        await conn.execute(f"REVOKE EXECUTE ON FUNCTION {old} FROM PUBLIC")
+        await conn.execute(f"GRANT EXECUTE ON FUNCTION {old} TO {role}")
+
+        assert 10 in await migrate.apply(conn)
+        new = "hookd.publish(text, jsonb, text, text, text)"
+        assert await conn.fetchval("SELECT has_function_privilege($1, $2, 'EXECUTE')", role, new)
+        assert not await conn.fetchval(
+            "SELECT has_function_privilege('public', $1, 'EXECUTE')", new
+        )
+        assert await conn.fetchval(
+            "SELECT prosecdef FROM pg_proc WHERE oid = $1::regprocedure", new
+        )
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")
+        await conn.execute(f"DROP ROLE IF EXISTS {role}")
+        await conn.close()

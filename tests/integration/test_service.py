@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -471,3 +472,27 @@ async def test_a_failed_test_ping_gets_exactly_one_attempt_and_says_it_was_a_tes
     assert (
         await db.fetchval("SELECT count(*) FROM hookd.attempts WHERE delivery_id = $1", test_d) == 1
     )
+
+
+async def test_a_tenant_cannot_point_tls_credentials_at_files_of_the_daemons_host(
+    service: Service, tmp_path: Path
+) -> None:
+    """TLS client certificates and CA bundles are file paths on the daemon's host: a tenant
+    could probe for files or have hookd read one of the operator's. Only an operator sets them."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("not a certificate", encoding="utf-8")
+    tls = {"tls": {"ca_bundle": str(pem)}}
+    acme = Scope("acme")
+    with pytest.raises(InvalidInput) as info:
+        await service.create_endpoint(
+            acme, NewEndpoint(url="https://acme.example/hook", credentials=tls)
+        )
+    assert info.value.field == "credentials.tls", info.value
+    ep, _ = await service.create_endpoint(acme, NewEndpoint(url="https://acme.example/hook"))
+    with pytest.raises(InvalidInput) as info:
+        await service.update_endpoint(acme, ep.id, EndpointChanges(credentials=tls))
+    assert info.value.field == "credentials.tls", info.value
+    # Other kinds stay the tenant's to set.
+    bearer = {"bearer": "t0ken"}
+    changed = await service.update_endpoint(acme, ep.id, EndpointChanges(credentials=bearer))
+    assert changed.credentials == bearer

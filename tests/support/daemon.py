@@ -91,15 +91,17 @@ async def publish(
     *,
     tenant: str | None = None,
     idempotency_key: str | None = None,
+    ordering_key: str | None = None,
 ) -> int:
     """Publish one event in its own transaction; return the event id."""
     event_id: int = await conn.fetchval(
         "SELECT hookd.publish(event_type => $1, payload => $2::jsonb, tenant => $3,"
-        " idempotency_key => $4)",
+        " idempotency_key => $4, ordering_key => $5)",
         event_type,
         orjson.dumps(payload).decode(),
         tenant,
         idempotency_key,
+        ordering_key,
     )
     return event_id
 
