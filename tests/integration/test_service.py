@@ -496,3 +496,26 @@ async def test_a_tenant_cannot_point_tls_credentials_at_files_of_the_daemons_hos
     bearer = {"bearer": "t0ken"}
     changed = await service.update_endpoint(acme, ep.id, EndpointChanges(credentials=bearer))
     assert changed.credentials == bearer
+
+
+async def test_bulk_retry_and_replay_leave_failed_test_pings_alone(
+    service: Service, db: asyncpg.Connection
+) -> None:
+    """A failed hookd.ping is a report, not a lost event: `retry --since` or `--endpoint` and a
+    replay skip it; naming its id (or its event type) still retries it."""
+    ep = await _endpoint(service)
+    ping = await _delivery(db, await _event(db, TEST_EVENT_TYPE), ep)
+    real = await _delivery(db, await _event(db, "order.paid"), ep)
+    since = await db.fetchval("SELECT now() - interval '1 hour'")
+    for selection in (Selection(since=since), Selection(endpoint_id=ep)):
+        done = await service.retry(OPERATOR, selection)
+        assert list(done.ids) == [real], done
+        await db.execute("UPDATE hookd.deliveries SET state = 'failed' WHERE id = $1", real)
+    replayed = await service.replay(
+        OPERATOR, Selection(endpoint_id=ep, states=(DeliveryState.FAILED,)), dry_run=True
+    )
+    assert list(replayed.ids) == [real], replayed
+    for selection in (Selection(ids=(ping,)), Selection(event_type=TEST_EVENT_TYPE)):
+        done = await service.retry(OPERATOR, selection)
+        assert list(done.ids) == [ping], done
+        await db.execute("UPDATE hookd.deliveries SET state = 'failed' WHERE id = $1", ping)
