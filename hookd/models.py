@@ -94,15 +94,19 @@ class Endpoint:
             if stored:
                 self.opener(stored)
 
-    def secrets_at(self, now: datetime) -> tuple[str, ...]:
-        """The secrets to sign with at `now`: the current one, plus the previous during its grace."""
-        if (
-            self.previous_secret
+    def in_grace(self, now: datetime) -> bool:
+        """Whether the previous secret also signs at `now` (no decryption needed to know)."""
+        return bool(
+            self.stored_previous_secret
             and self.previous_secret_until is not None
             and now < self.previous_secret_until
-        ):
-            return (self.secret, self.previous_secret)
-        return (self.secret,)
+        )
+
+    def secrets_at(self, now: datetime) -> tuple[str, ...]:
+        """The secrets to sign with at `now`: the current one, plus the previous during its grace.
+        Decrypts them (SecretKeyError)."""
+        previous = self.previous_secret if self.in_grace(now) else None
+        return (self.secret, previous) if previous else (self.secret,)
 
     def __repr__(self) -> str:
         # Never show secrets or credentials in logs, tracebacks or error messages.
