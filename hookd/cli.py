@@ -3,10 +3,12 @@ status, demo, capture, and event-type (the event catalogue, in hookd/cli_catalog
 delivery, catalogue and action commands go through the operating service (hookd/service.py) as an
 operator (`Scope()`), the same code the HTTP API runs.
 
-User mistakes (bad configuration, unreachable database, invalid input, no such object, a state
-that forbids the action) end with one line on stderr starting with "hookd: error:" and exit
-status 2; never a traceback. A command whose selection matches nothing says so on stderr
-("hookd: no failed deliveries match ...") and exits 1.
+Exit statuses: 0 done; 2 for a mistake: bad configuration, unreachable database, invalid input,
+an id given explicitly (`--id`, `--endpoint`, `--event`, an argument) that does not exist, a
+state that forbids the action; one line on stderr starting with "hookd: error:", never a
+traceback. 1 for a valid selection (every id it names exists) that matches nothing, said on
+stderr ("hookd: no failed deliveries match ..."), and for a test that got no 2xx. 141 when the
+reader of stdout went away (`hookd ... | head -1`).
 """
 
 from __future__ import annotations
@@ -34,13 +36,12 @@ from hookd.models import (
     Endpoint,
     WindowStats,
 )
-from hookd.secretbox import generate_key
+from hookd.secretbox import MissingSecretKey, generate_key
 from hookd.service import (
     MAX_PAGE_SIZE,
     MAX_TEST_WAIT_S,
     EndpointChanges,
     NewEndpoint,
-    NotFound,
     PageRequest,
     Scope,
     Selection,
@@ -53,6 +54,9 @@ from hookd.store import Capture, Store
 EXIT_USAGE = 2
 EXIT_NOTHING = 1
 """Exit status of a command whose selection matched nothing (or whose test did not get a 2xx)."""
+
+EXIT_BROKEN_PIPE = 141
+"""Exit status when stdout's reader went away (128 + SIGPIPE, as a shell reports it)."""
 
 OPERATOR = Scope()
 
@@ -80,6 +84,7 @@ async def _with_store(args: argparse.Namespace, fn: Callable[[Store], Awaitable[
         connect_timeout_s=cfg.database.connect_timeout_s,
         command_timeout_s=cfg.database.command_timeout_s,
         box=cfg.security.box(),
+        pooler=cfg.database.pooler,
     )
     try:
         return await fn(store)
@@ -126,6 +131,16 @@ def _print_json(value: Any) -> None:
     print(orjson.dumps(value, default=_json_default).decode())
 
 
+def _deliveries(count: int, state: str) -> str:
+    """ "1 failed delivery", "3 failed deliveries"."""
+    return f"{count} {state} {'delivery' if count == 1 else 'deliveries'}"
+
+
+def _flat(text: str) -> str:
+    """`text` on one line (runs of whitespace, line breaks included, become one space), whole."""
+    return " ".join(text.split())
+
+
 def _one_line(text: str | None, width: int) -> str:
     if not text:
         return "-"
@@ -133,9 +148,22 @@ def _one_line(text: str | None, width: int) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def _mask(secret: str) -> str:
-    """Only the kind of a secret, never any of its characters."""
+def _mask(ep: Endpoint) -> str:
+    """Only the kind of an endpoint's secret, never any of its characters; "encrypted" when no key
+    is configured to read it (showing no secret needs no key)."""
+    try:
+        secret = ep.secret
+    except MissingSecretKey:
+        return "encrypted"
     return secret.split("_", 1)[0] + "_…" if "_" in secret else "…"
+
+
+def _signature(ep: Endpoint) -> str:
+    """The signature scheme of an endpoint's secret (unknown when no key is configured)."""
+    try:
+        return "ed25519 (v1a)" if ep.secret.startswith("whsk_") else "hmac (v1)"
+    except MissingSecretKey:
+        return "(unknown: no key configured)"
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -314,7 +342,7 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
                     "enabled": e.enabled,
                     "disabled_reason": e.disabled_reason,
                     "description": e.description,
-                    "secret": _mask(e.secret),
+                    "secret": _mask(e),
                 }
                 for e in eps
             ]
@@ -324,7 +352,7 @@ async def cmd_endpoint_list(args: argparse.Namespace) -> int:
         for e in eps:
             print(
                 f"{e.id:>5}  {'yes' if e.enabled else 'no':7}  {e.tenant or '-':12}  "
-                f"{','.join(e.event_types):24}  {_mask(e.secret):12}  {e.url}"
+                f"{','.join(e.event_types):24}  {_mask(e):12}  {e.url}"
             )
         return 0
 
@@ -346,7 +374,10 @@ _EFFECTIVE: dict[str, Callable[[config.Config], Any]] = {
 
 def _auth_kinds(ep: Endpoint) -> list[str]:
     """How hookd authenticates to the endpoint, by kind only (never a credential)."""
-    creds = ep.credentials or {}
+    try:
+        creds = ep.credentials or {}
+    except MissingSecretKey:
+        return ["encrypted (no key configured to read the kinds)"] if ep.stored_credentials else []
     kinds = [k for k in ("basic", "bearer", "oauth2") if k in creds]
     if "headers" in creds:
         kinds.append("headers (" + ", ".join(sorted(creds["headers"])) + ")")
@@ -379,8 +410,8 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
             "disabled_reason": ep.disabled_reason,
             "description": ep.description,
             "metadata": dict(ep.metadata or {}),
-            "secret": _mask(ep.secret),
-            "signature": "ed25519 (v1a)" if ep.secret.startswith("whsk_") else "hmac (v1)",
+            "secret": _mask(ep),
+            "signature": _signature(ep),
             "previous_secret_until": ep.previous_secret_until,
             "overrides": dict(ep.settings),
             "settings": effective,
@@ -402,7 +433,7 @@ async def cmd_endpoint_show(args: argparse.Namespace) -> int:
             ("event types", ", ".join(ep.event_types)),
             ("payload filter", ep.payload_filter or "none"),
             ("description", ep.description or "-"),
-            ("secret", f"{_mask(ep.secret)} {data['signature']}"),
+            ("secret", f"{_mask(ep)} {data['signature']}"),
         ]
         if ep.previous_secret_until is not None and ep.previous_secret_until > now:
             rows.append(("previous secret", f"also signs until {_time(ep.previous_secret_until)}"))
@@ -697,7 +728,7 @@ async def cmd_run(args: argparse.Namespace) -> int:
 def _print_deliveries(rows: Sequence[DeliveryRecord]) -> None:
     print(
         f"{'id':>8}  {'event':>8}  {'endpoint':>8}  {'state':9}  {'attempts':>8}  {'last':>5}  "
-        f"{'created':20}  {'next / finished':20}  type / last error"
+        f"{'created':20}  {'next / finished':20}  type"
     )
     for r in rows:
         when = r.finished_at if r.state in (DeliveryState.DELIVERED, DeliveryState.FAILED) else None
@@ -707,8 +738,11 @@ def _print_deliveries(rows: Sequence[DeliveryRecord]) -> None:
         print(
             f"{r.id:>8}  {r.event_id:>8}  {r.endpoint_id:>8}  {r.state.value:9}  "
             f"{r.attempts:>8}  {r.last_status or '-':>5}  {_time(r.created_at):20}  {note:20}  "
-            f"{r.event_type}" + (f" / {_one_line(r.last_error, 80)}" if r.last_error else "")
+            f"{r.event_type}"
         )
+        if r.last_error:
+            # On its own line, whole: its end names the setting to change.
+            print(f"{'':10}last error: {_flat(r.last_error)}")
 
 
 async def cmd_deliveries(args: argparse.Namespace) -> int:
@@ -730,6 +764,13 @@ async def cmd_deliveries(args: argparse.Namespace) -> int:
                 until=until,
             )
             rows = page.items
+        if not rows:
+            # An unknown id given explicitly is a mistake (exit 2), not an empty selection; a
+            # deleted endpoint keeps its deliveries, so it is looked up only when none matched.
+            if args.endpoint is not None:
+                await service.get_endpoint(OPERATOR, args.endpoint)
+            if args.event is not None:
+                await service.get_event(OPERATOR, args.event)
         if args.json:
             _print_json(rows)
         elif rows:
@@ -760,13 +801,15 @@ async def cmd_attempts(args: argparse.Namespace) -> int:
         if args.json:
             _print_json(rows)
         else:
-            print(f"{'attempt':>7}  {'started':20}  {'ms':>7}  {'status':>6}  {'error':32}  body")
+            # The error goes on its own line, whole: its end names the setting to change.
+            print(f"{'attempt':>7}  {'started':20}  {'ms':>7}  {'status':>6}  body / error")
             for a in rows:
                 print(
                     f"{a.attempt:>7}  {_time(a.started_at):20}  {a.duration_s * 1000:>7.0f}  "
-                    f"{a.status or '-':>6}  {_one_line(a.error, 32):32}  "
-                    f"{_one_line(a.response_body, 60)}"
+                    f"{a.status or '-':>6}  {_one_line(a.response_body, 60)}"
                 )
+                if a.error:
+                    print(f"{'':9}error: {_flat(a.error)}")
         if not rows:
             return _nothing(f"delivery {args.delivery_id} has no attempts yet")
         return 0
@@ -808,16 +851,12 @@ async def cmd_retry(args: argparse.Namespace) -> int:
     )
 
     async def go(service: Service, cfg: config.Config) -> int:
-        try:
-            done = await service.retry(OPERATOR, selection)
-        except NotFound as exc:
-            if args.id and str(exc).startswith("no delivery"):
-                return _nothing(f"no failed deliveries match{_described(args)} ({exc})")
-            raise
+        done = await service.retry(OPERATOR, selection)
         if done.count == 0:
             return _nothing(f"no failed deliveries match{_described(args) or ' --all'}")
         print(
-            f"{done.count} failed deliveries queued for another attempt{_paused_note(done.paused)}"
+            f"{_deliveries(done.count, 'failed')} queued for another attempt"
+            f"{_paused_note(done.paused)}"
         )
         return 0
 
@@ -854,11 +893,14 @@ async def cmd_replay(args: argparse.Namespace) -> int:
         done = await service.replay(OPERATOR, selection, dry_run=args.dry_run)
         which = " or ".join(s.value for s in states)
         if done.count == 0:
-            return _nothing(f"no {which} deliveries match{_described(args)}")
+            chosen = (
+                "" if args.state else " (--state failed, the default; --state delivered for those)"
+            )
+            return _nothing(f"no {which} deliveries match{_described(args)}{chosen}")
         if args.dry_run:
-            print(f"{done.count} {which} deliveries would be replayed (dry run: nothing changed)")
+            print(f"{_deliveries(done.count, which)} would be replayed (dry run: nothing changed)")
         else:
-            print(f"{done.count} {which} deliveries replayed{_paused_note(done.paused)}")
+            print(f"{_deliveries(done.count, which)} replayed{_paused_note(done.paused)}")
         return 0
 
     return await _with_service(args, go)
@@ -1410,7 +1452,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("delivery_id", type=int)
     p.set_defaults(fn=cmd_resend)
 
-    p = sub.add_parser("replay", help="send one endpoint's delivered or failed deliveries again")
+    p = sub.add_parser(
+        "replay",
+        help="send one endpoint's failed deliveries again (delivered ones with --state delivered)",
+    )
     _db_args(p)
     p.add_argument("--endpoint", type=int, required=True, metavar="ID")
     p.add_argument("--event-type", help="only deliveries of this event type")
@@ -1419,7 +1464,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--state",
         action="append",
         choices=["delivered", "failed"],
-        help="deliveries in this state (repeatable; default failed)",
+        help="deliveries in this state (repeatable; default: failed only)",
     )
     p.add_argument("--dry-run", action="store_true", help="only count what would be replayed")
     p.set_defaults(fn=cmd_replay)
@@ -1462,12 +1507,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         import uvloop
 
         result: Any = uvloop.run(args.fn(args))
+        # Flush here, not at exit, so a reader that went away is handled below.
+        sys.stdout.flush()
         return int(result)
     except HookdError as exc:
         print(f"hookd: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of stdout went away (`hookd ... | head -1`): stop quietly, as Python's
+        # documentation on SIGPIPE advises; stdout goes to devnull so the flush at exit cannot
+        # fail again. 141 is 128 + SIGPIPE, what a shell reports for a writer SIGPIPE killed.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
 
 
 if __name__ == "__main__":

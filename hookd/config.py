@@ -33,8 +33,14 @@ class DatabaseConfig:
     """Connections in the daemon's pool (claims and outcome writes); the listener has its own.
     The operator API shares this pool: give it about 2 more when `[api]` is on."""
     listen_dsn: str = ""
-    """DSN for the LISTEN connection when it must bypass a transaction-mode pooler (PgBouncer's
-    transaction pooling cannot LISTEN); empty means `dsn`."""
+    """DSN for the LISTEN connection (which also holds the awake lock: both need a session of
+    their own), straight to PostgreSQL when `dsn` goes through a pooler in transaction mode;
+    empty means `dsn`."""
+    pooler: str = "none"
+    """What is between hookd and PostgreSQL on `dsn`: "none" (PostgreSQL itself, or a pooler in
+    session mode) or "transaction" (a pooler in transaction mode, such as PgBouncer's
+    `pool_mode = transaction`): then hookd prepares no named statements, leaves server sessions
+    alone between transactions, and needs `listen_dsn`."""
     connect_timeout_s: float = 10.0
     """Seconds to wait for a new connection."""
     command_timeout_s: float = 30.0
@@ -247,6 +253,8 @@ class Config:
 
 
 _LEVELS = {"debug", "info", "warning", "error"}
+POOLERS = ("none", "transaction")
+"""The values of `database.pooler`."""
 
 
 def _convert(where: str, value: Any, kind: Any) -> Any:
@@ -359,6 +367,15 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(f"admin.port: must be 0-65535, got {cfg.admin.port}")
     if not 0 <= cfg.api.port <= 65535:
         raise ConfigError(f"api.port: must be 0-65535, got {cfg.api.port}")
+    if cfg.database.pooler not in POOLERS:
+        raise ConfigError(
+            f"database.pooler: must be one of {', '.join(POOLERS)}, got {cfg.database.pooler!r}"
+        )
+    if cfg.database.pooler == "transaction" and not cfg.database.listen_dsn:
+        raise ConfigError(
+            'database.listen_dsn: must be set when database.pooler is "transaction": LISTEN and '
+            "the awake lock need a session of their own, so give a DSN straight to PostgreSQL"
+        )
     _positive("admin.stats_interval_s", cfg.admin.stats_interval_s)
     if cfg.admin.max_endpoint_labels < 0:
         raise ConfigError(

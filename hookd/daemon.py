@@ -19,12 +19,12 @@ import sdnotify  # type: ignore[import-untyped]  # ships no type information
 from hookd import config, logs
 from hookd.admin import AdminServer
 from hookd.api import ApiServer, Setup
-from hookd.config import Config
+from hookd.config import Config, DatabaseConfig
 from hookd.console import setup_console
 from hookd.dispatcher import Dispatcher
 from hookd.errors import ConfigError, HookdError, StoreUnavailable
 from hookd.hostpool import HostPools
-from hookd.listener import Listener
+from hookd.listener import Listener, shares_sessions
 from hookd.metrics import Metrics
 from hookd.service import Service
 from hookd.store import Store
@@ -129,6 +129,9 @@ class Daemon:
         cfg = self.cfg
         box = cfg.security.box()
         tokens = self._tokens()
+        if not await self._unless_stopped(asyncio.ensure_future(check_pooler(cfg.database))):
+            log.info("hookd stopped before it was ready")
+            return
         opening = asyncio.ensure_future(
             Store.open(
                 cfg.database.dsn,
@@ -137,21 +140,24 @@ class Daemon:
                 command_timeout_s=cfg.database.command_timeout_s,
                 owner=uuid.uuid4(),
                 box=box,
+                pooler=cfg.database.pooler,
             )
         )
         if not await self._unless_stopped(opening):
             log.info("hookd stopped before it was ready")
             return
         store = self._store = opening.result()
-        if not box.encrypting:
-            log.warning(
-                "no secret key configured (security.secret_key_file or HOOKD_SECRET_KEY): "
-                "endpoint secrets are stored unencrypted"
-            )
         try:
             install_id = await store.install_id()
-            # Fail now, with one clear line, if stored secrets cannot be read with this key.
-            await store.endpoints()
+            # Fail now, with one clear line, if stored secrets cannot be read with this key
+            # (endpoints decrypt only when read); only then is "stored unencrypted" true.
+            for ep in await store.endpoints():
+                ep.check_secrets()
+            if not box.encrypting:
+                log.warning(
+                    "no secret key configured (security.secret_key_file or HOOKD_SECRET_KEY): "
+                    "endpoint secrets are stored unencrypted"
+                )
             writer = OutcomeWriter(store, cfg.daemon.flush_interval_s, cfg.daemon.flush_batch)
             # Teardown order (reverse of this): the API and then the admin server stop answering
             # first, then the HTTP pools close (after every attempt ended), and the store's pool
@@ -373,6 +379,42 @@ class Daemon:
         log.error(
             "%d outcomes not written; their leases will expire and they will be retried",
             len(writer),
+        )
+
+
+async def check_pooler(db: DatabaseConfig) -> None:
+    """Refuse to start when a DSN goes through a pooler in transaction mode that the
+    configuration does not account for (see `listener.shares_sessions`).
+
+    The LISTEN connection (`database.listen_dsn`, else `database.dsn`) must have a session of its
+    own: behind a transaction pooler its LISTEN and awake lock stay in a server session that other
+    clients get, and wake-ups are lost. `database.dsn` behind one needs `database.pooler =
+    "transaction"` (else asyncpg's named prepared statements fail in the next transaction). A DSN
+    that cannot be reached is not judged here (the store and the listener deal with it).
+
+    Raises:
+        ConfigError: naming the setting to change.
+    """
+    listen_dsn = db.listen_dsn or db.dsn
+    probes = {listen_dsn: shares_sessions(listen_dsn, timeout_s=db.connect_timeout_s)}
+    if db.pooler == "none" and db.dsn != listen_dsn:
+        probes[db.dsn] = shares_sessions(db.dsn, timeout_s=db.connect_timeout_s)
+    shared = dict(zip(probes, await asyncio.gather(*probes.values()), strict=True))
+    if shared[listen_dsn] and not db.listen_dsn:
+        raise ConfigError(
+            "database.dsn: goes through a pooler in transaction mode (its connections share "
+            'server sessions): set database.pooler = "transaction" and database.listen_dsn to '
+            "a DSN straight to PostgreSQL"
+        )
+    if shared[listen_dsn]:
+        raise ConfigError(
+            "database.listen_dsn: goes through a pooler in transaction mode (its connections "
+            "share server sessions), where LISTEN loses wake-ups: point it straight at PostgreSQL"
+        )
+    if shared.get(db.dsn):
+        raise ConfigError(
+            "database.dsn: goes through a pooler in transaction mode (its connections share "
+            'server sessions): set database.pooler = "transaction"'
         )
 
 

@@ -173,12 +173,13 @@ class Dispatcher:
         return sum(1 for rt in self._endpoints.values() if rt.breaker.state != "closed")
 
     def reconfigure(self, cfg: Config) -> None:
-        """Apply a reloaded configuration: limits, retry policy, timeouts; reload endpoints soon.
+        """Apply a reloaded configuration: limits, retry policy, timeouts, the SSRF guard ([security]
+        allow_cidrs, allow_hosts, ssrf_guard); reload endpoints soon.
 
         In-flight work keeps going; new limits apply as slots are taken and given back.
         """
         self._cfg = cfg
-        self._pools.reconfigure(cfg.http)
+        self._pools.reconfigure(cfg.http, cfg.security.policy())
         for rt in self._endpoints.values():
             rt.update(rt.endpoint, cfg)
         self.ledger.reconfigure(cfg)
@@ -275,12 +276,13 @@ class Dispatcher:
             except (StoreUnavailable, SecretKeyError) as exc:
                 self._metrics.db_errors.inc()
                 if self.db_ok:
+                    # StoreUnavailable already reads "database unavailable (cause)".
                     what = (
-                        "database unavailable"
+                        str(exc)
                         if isinstance(exc, StoreUnavailable)
-                        else "cannot read stored endpoint secrets (security.secret_key_file)"
+                        else f"cannot read stored endpoint secrets (security.secret_key_file): {exc}"
                     )
-                    log.warning("%s (%s); retrying with backoff", what, exc)
+                    log.warning("%s; retrying with backoff", what)
                 self.db_ok = False
                 await self._pause(backoff_s * (0.5 + random.random()))
                 backoff_s = min(backoff_s * 2, BACKOFF_MAX_S)

@@ -157,6 +157,8 @@ class HostPools:
         self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
         self._refused: dict[Origin, str | None] = {}
         """Per origin: why its host literal is refused by the SSRF guard, or None if allowed."""
+        self._retired: list[aiohttp.ClientSession] = []
+        """Sessions from before a policy change (see reconfigure); closed with the pools."""
 
     async def __aenter__(self) -> HostPools:
         return self
@@ -166,18 +168,27 @@ class HostPools:
 
     async def close(self) -> None:
         """Close every session; idempotent."""
-        sessions = [*self._sessions.values(), *self._fresh.values()]
-        self._sessions, self._fresh = {}, {}
+        sessions = [*self._sessions.values(), *self._fresh.values(), *self._retired]
+        self._sessions, self._fresh, self._retired = {}, {}, []
         for s in sessions:
             await s.close()
 
-    def reconfigure(self, cfg: HttpConfig) -> None:
+    def reconfigure(self, cfg: HttpConfig, policy: DestinationPolicy | None = None) -> None:
         """Apply reloaded settings: timeouts and body cap on next requests (the per-origin request
-        limit is the in-flight ledger's, hookd/inflight.py).
+        limit is the in-flight ledger's, hookd/inflight.py); and `policy` (the SSRF guard of a
+        reloaded [security]) when given.
 
+        A new policy applies to the next request: the per-origin decisions are forgotten and the
+        sessions are retired (their requests in flight finish; they close with the pools), so no
+        pooled connection or cached DNS answer checked under the old policy is used again.
         Existing connection pools keep their size until they are recreated (at restart).
         """
         self._cfg = cfg
+        if policy is not None:
+            self._policy = policy
+            self._refused = {}
+            self._retired += [*self._sessions.values(), *self._fresh.values()]
+            self._sessions, self._fresh = {}, {}
 
     def _session(self, origin: Origin) -> aiohttp.ClientSession:
         session = self._sessions.get(origin)

@@ -50,6 +50,51 @@ DUE_PAYLOAD = "due"
 or test from hookd/service.py), as opposed to new events (`hookd.publish` notifies with '')."""
 
 
+PROBE_TRIES = 3
+"""Rounds of the shared-session probe (`shares_sessions`) before it concludes "not shown"."""
+
+
+async def shares_sessions(dsn: str, *, timeout_s: float) -> bool | None:
+    """Whether connections to `dsn` share server sessions between their transactions, as they do
+    through a pooler in transaction (or statement) mode such as PgBouncer's
+    `pool_mode = transaction`. LISTEN and session advisory locks do not work there.
+
+    The probe: two connections A and B; A runs a query (and is idle again), then B, inside a
+    transaction, asks for its server process. Directly to PostgreSQL, or through a pooler in
+    session mode, every connection has a server process of its own, so B's is never A's; a
+    transaction pooler lends A's idle server to B (PgBouncer reuses the most recently used
+    server first). True: shown; False: not shown in PROBE_TRIES rounds (a pooler that picks
+    servers round-robin may escape it); None: could not check (no connection within `timeout_s`
+    seconds), which the listener's own reconnects deal with.
+    """
+    conns: list[asyncpg.Connection] = []
+    try:
+        async with asyncio.timeout(timeout_s):
+            for _ in range(2):
+                # statement_cache_size 0: no named statements, which a transaction pooler breaks.
+                conns.append(
+                    await asyncpg.connect(
+                        dsn,
+                        statement_cache_size=0,
+                        server_settings={"application_name": "hookd-probe"},
+                    )
+                )
+            a, b = conns
+            for _ in range(PROBE_TRIES):
+                pid_a = await a.fetchval("SELECT pg_backend_pid()")
+                async with b.transaction():
+                    pid_b = await b.fetchval("SELECT pg_backend_pid()")
+                if pid_a == pid_b:
+                    return True
+        return False
+    except _CONN_ERRORS as exc:
+        log.debug("could not look for a transaction pooler (%s)", exc)
+        return None
+    finally:
+        for conn in conns:
+            conn.terminate()
+
+
 class Listener:
     """Keeps one LISTEN connection alive and calls `on_wake()` for every wake notification, or
     `on_due()` (default: `on_wake`) for one whose payload is DUE_PAYLOAD.

@@ -61,9 +61,23 @@ CONNECT_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, Timeou
 malformed."""
 
 
+REFUSED_LOGIN_STATES = frozenset({"28000", "28P01", "3D000"})
+"""SQLSTATEs of a login the server refuses for good: invalid_authorization_specification (no such
+role, or pg_hba.conf refuses it), invalid_password, invalid_catalog_name (no such database)."""
+
+
+def refused_login(exc: BaseException) -> bool:
+    """Whether `exc` is the server refusing the login itself (see REFUSED_LOGIN_STATES)."""
+    return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in REFUSED_LOGIN_STATES
+
+
 def cannot_connect(exc: BaseException) -> DatabaseUnavailable:
-    """The one-line error for a failed connection attempt (no driver traceback)."""
-    return DatabaseUnavailable(f"cannot connect to the database: {exc or type(exc).__name__}")
+    """The one-line error for a failed connection attempt (no driver traceback); a refused login
+    (no such role or database, a wrong password) names `database.dsn`, the setting to fix."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    if refused_login(exc):
+        return DatabaseUnavailable(f"cannot connect to the database: {text} (database.dsn)")
+    return DatabaseUnavailable(f"cannot connect to the database: {text}")
 
 
 INSUFFICIENT_PRIVILEGE = "42501"
@@ -139,8 +153,9 @@ SELECT current_user::text AS role, n.oid IS NOT NULL AS schema_exists, array(
         SELECT 0 AS o, '' AS obj, 'USAGE on schema hookd' AS what
         WHERE NOT has_schema_privilege(n.oid, 'USAGE')
         UNION ALL
-        SELECT 1, c.oid::regclass::text,
-               string_agg(p.priv, ', ' ORDER BY p.i) || ' on table ' || c.oid::regclass::text
+        SELECT 1, format('%I.%I', n.nspname, c.relname),
+               string_agg(p.priv, ', ' ORDER BY p.i) || ' on table '
+                   || format('%I.%I', n.nspname, c.relname)
         FROM pg_class c
         CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'])
             WITH ORDINALITY AS p (priv, i)
@@ -148,7 +163,8 @@ SELECT current_user::text AS role, n.oid IS NOT NULL AS schema_exists, array(
           AND NOT has_table_privilege(c.oid, p.priv)
         GROUP BY c.oid
         UNION ALL
-        SELECT 2, f.oid::regprocedure::text, 'EXECUTE on function ' || f.oid::regprocedure::text
+        SELECT 2, f.oid::regprocedure::text, 'EXECUTE on function '
+            || format('%I.%I(%s)', n.nspname, f.proname, pg_get_function_identity_arguments(f.oid))
         FROM pg_proc f
         WHERE f.pronamespace = n.oid AND NOT has_function_privilege(f.oid, 'EXECUTE')
     ) m ORDER BY m.o, m.obj
@@ -193,7 +209,9 @@ async def apply_to(
         HookdError: a role to grant to does not exist.
     """
     try:
-        conn = await asyncpg.connect(dsn, timeout=connect_timeout_s)
+        # statement_cache_size 0: no named prepared statements, so `hookd migrate` also works
+        # through a pooler in transaction mode (each transaction may get another server session).
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout_s, statement_cache_size=0)
     except CONNECT_ERRORS as exc:
         raise cannot_connect(exc) from None
     try:

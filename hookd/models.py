@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
+
+TEST_EVENT_TYPE = "hookd.ping"
+"""Event type of hookd's own test event (`hookd endpoint test`): its delivery gets one attempt."""
+
+
+def _as_stored(value: str) -> str:
+    return value
 
 
 class DeliveryState(enum.StrEnum):
@@ -30,17 +39,18 @@ class Endpoint:
     url: str
     tenant: str | None
     event_types: tuple[str, ...]
-    secret: str
+    stored_secret: str
+    """The signing secret as stored (`enc:v1:...` when encrypted at rest); read `secret`."""
     enabled: bool
     disabled_reason: str | None
     settings: Mapping[str, Any]
     created_at: datetime
     breaker_open_until: datetime | None = None
-    previous_secret: str | None = None
-    """The secret before the last rotation; also signed with until `previous_secret_until`."""
+    stored_previous_secret: str | None = None
+    """The secret before the last rotation, as stored; read `previous_secret`."""
     previous_secret_until: datetime | None = None
-    credentials: Mapping[str, Any] | None = None
-    """How hookd authenticates to the receiver (see hookd/auth.py); decrypted."""
+    stored_credentials: str | None = None
+    """The credentials as stored (a JSON object, maybe encrypted); read `credentials`."""
     updated_at: datetime | None = None
     """Changes on every change to the row (enable, disable, URL, secret, settings)."""
     description: str | None = None
@@ -50,16 +60,53 @@ class Endpoint:
     payload_filter: str | None = None
     """A predicate in PostgreSQL's SQL/JSON path language, in PostgreSQL's canonical text (e.g.
     `($."total" > 100)`); fan-out gives the endpoint only events whose payload it holds for."""
+    opener: Callable[[str], str] = field(default=_as_stored, compare=False)
+    """Decrypts a stored value (the store's SecretBox.open). Secrets are decrypted only when read,
+    so commands that show none (status, masked views) need no key. Raises SecretKeyError."""
 
-    def secrets_at(self, now: datetime) -> tuple[str, ...]:
-        """The secrets to sign with at `now`: the current one, plus the previous during its grace."""
-        if (
-            self.previous_secret
+    @property
+    def secret(self) -> str:
+        """The signing secret, decrypted. Raises SecretKeyError (no key, wrong key)."""
+        return self.opener(self.stored_secret)
+
+    @property
+    def previous_secret(self) -> str | None:
+        """The secret before the last rotation; also signed with until `previous_secret_until`."""
+        stored = self.stored_previous_secret
+        return self.opener(stored) if stored else None
+
+    @property
+    def credentials(self) -> Mapping[str, Any] | None:
+        """How hookd authenticates to the receiver (see hookd/auth.py); decrypted.
+
+        Raises:
+            SecretKeyError: no key, or the wrong key.
+        """
+        stored = self.stored_credentials
+        if not stored:
+            return None
+        value: Mapping[str, Any] = orjson.loads(self.opener(stored))
+        return value
+
+    def check_secrets(self) -> None:
+        """Decrypt every stored secret once (to fail early). Raises SecretKeyError."""
+        for stored in (self.stored_secret, self.stored_previous_secret, self.stored_credentials):
+            if stored:
+                self.opener(stored)
+
+    def in_grace(self, now: datetime) -> bool:
+        """Whether the previous secret also signs at `now` (no decryption needed to know)."""
+        return bool(
+            self.stored_previous_secret
             and self.previous_secret_until is not None
             and now < self.previous_secret_until
-        ):
-            return (self.secret, self.previous_secret)
-        return (self.secret,)
+        )
+
+    def secrets_at(self, now: datetime) -> tuple[str, ...]:
+        """The secrets to sign with at `now`: the current one, plus the previous during its grace.
+        Decrypts them (SecretKeyError)."""
+        previous = self.previous_secret if self.in_grace(now) else None
+        return (self.secret, previous) if previous else (self.secret,)
 
     def __repr__(self) -> str:
         # Never show secrets or credentials in logs, tracebacks or error messages.

@@ -521,7 +521,10 @@ _SCHEMAS: dict[str, Schema] = {
             "dry_run": {"type": "boolean", "default": False},
         },
         ("endpoint_id",),
-        description="Deliveries of one endpoint in final states to make pending again.",
+        description=(
+            "Deliveries of one endpoint in final states to make pending again; `states` defaults"
+            " to failed only."
+        ),
     ),
     "ActionResult": _object(
         {
@@ -883,7 +886,8 @@ _PATHS: dict[str, Schema] = {
     "/v1/endpoints/{id}/test": {
         "post": _operation(
             "sendTest",
-            "Deliver a signed hookd.ping event to this endpoint and wait for the attempt",
+            "Deliver a signed hookd.ping event to this endpoint and wait for the attempt (a"
+            " hookd.ping gets one attempt: a failed one ends the delivery failed, not retried)",
             {
                 "200": {
                     **_json(

@@ -141,11 +141,12 @@ class Recorder:
             self._m_outcome["failed"].inc()
             per_endpoint.failed.inc()
             log.warning(
-                "endpoint %d delivery %d (%s) dead-lettered after %d attempts: %s",
+                "endpoint %d delivery %d (%s) dead-lettered after %d %s: %s",
                 rt.endpoint.id,
                 d.id,
                 d.event_type,
                 d.attempt,
+                "attempt" if d.attempt == 1 else "attempts",
                 rec.error,
             )
         else:

@@ -116,10 +116,11 @@ class EndpointRuntime:
 
     def signer_at(self, now: datetime) -> Signer:
         """The signer for an attempt at `now`: also the previous secret during its grace period."""
-        secrets = self.endpoint.secrets_at(now)
-        if len(secrets) == 1 and self.signer is not None:
+        # Secrets decrypt when read (hookd/models.py): outside a grace period, the signer built
+        # once per endpoint version serves, with no decryption per attempt.
+        if self.signer is not None and not self.endpoint.in_grace(now):
             return self.signer
-        return Signer(secrets)
+        return Signer(self.endpoint.secrets_at(now))
 
     @property
     def sendable(self) -> bool:

@@ -26,6 +26,10 @@ class SecretKeyError(HookdError, ValueError):
     """The encryption key is missing, malformed, or not the key these values were written with."""
 
 
+class MissingSecretKey(SecretKeyError):
+    """An encrypted value was read but no key is configured."""
+
+
 def generate_key() -> str:
     """A new random key, base64-encoded (for `hookd keygen`)."""
     return base64.b64encode(secrets.token_bytes(32)).decode("ascii")
@@ -84,13 +88,15 @@ class SecretBox:
         """Decrypt a stored value; plaintext values pass through.
 
         Raises:
-            SecretKeyError: an encrypted value and no key, the wrong key, or a corrupt value.
+            MissingSecretKey: an encrypted value and no key.
+            SecretKeyError: the wrong key, or a corrupt value.
         """
         if not value.startswith(PREFIX):
             return value
         if self._aead is None:
-            raise SecretKeyError(
-                "an encrypted secret was found but no key is configured (HOOKD_SECRET_KEY)"
+            raise MissingSecretKey(
+                "an encrypted secret was found but no key is configured: set"
+                " security.secret_key_file (in the file given with --config) or HOOKD_SECRET_KEY"
             )
         try:
             raw = base64.b64decode(value[len(PREFIX) :], validate=True)

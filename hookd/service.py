@@ -34,6 +34,7 @@ from datetime import datetime
 from typing import Any, Generic, Protocol, TypeVar
 from urllib.parse import urlsplit
 
+from hookd import models
 from hookd.auth import validate_credentials
 from hookd.catalogue import check_example, check_schema, document, name_problem
 from hookd.destinations import DestinationPolicy, DestinationRefused, literal_addresses
@@ -59,8 +60,8 @@ MAX_PAGE_SIZE = 500
 
 DEFAULT_PAGE_SIZE = 50
 
-TEST_EVENT_TYPE = "hookd.ping"
-"""Event type of the signed test event `send_test` delivers to one endpoint."""
+TEST_EVENT_TYPE = models.TEST_EVENT_TYPE
+"""Event type of the signed test event `send_test` delivers to one endpoint (one attempt only)."""
 
 MAX_TEST_WAIT_S = 30.0
 """Longest `send_test` waits for the attempt's result, in seconds."""
@@ -478,11 +479,17 @@ class Service:
         except InvalidPayloadFilter as exc:
             raise InvalidInput("filter", _filter_problem(exc)) from None
 
-    def _credentials(self, value: object) -> dict[str, Any] | None:
+    def _credentials(self, scope: Scope, value: object) -> dict[str, Any] | None:
         if value is None:
             return None
         if not isinstance(value, Mapping):
             raise InvalidInput("credentials", "expected an object (see the authentication kinds)")
+        if scope.tenant is not None and "tls" in value:
+            # TLS files are paths on the daemon's host: a tenant could probe for files or make
+            # hookd use one of the operator's.
+            raise InvalidInput(
+                "credentials.tls", "file paths on the daemon's host; only an operator sets them"
+            )
         try:
             return validate_credentials(value, allow_http=self.allow_http) or None
         except InvalidEndpoint as exc:
@@ -521,7 +528,7 @@ class Service:
         description = _description(new.description)
         metadata = _metadata(new.metadata)
         settings = _settings(new.settings)
-        credentials = self._credentials(new.credentials)
+        credentials = self._credentials(scope, new.credentials)
         payload_filter = await self.check_payload_filter(new.payload_filter)
         if not isinstance(new.enabled, bool):
             raise InvalidInput("enabled", "expected true or false")
@@ -584,7 +591,7 @@ class Service:
             else:
                 fields["settings"], unset = _setting_changes(changes.settings)
         replace_credentials = changes.credentials is not UNSET
-        credentials = self._credentials(changes.credentials) if replace_credentials else None
+        credentials = self._credentials(scope, changes.credentials) if replace_credentials else None
         enabled: bool | None = None
         if changes.enabled is not UNSET:
             if not isinstance(changes.enabled, bool):

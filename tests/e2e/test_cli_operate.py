@@ -207,10 +207,13 @@ async def test_deliveries_attempts_resend_test_and_retry(
                 "no failed deliveries match",
                 f"--id {good_d}",
             )
-            nothing(await run_cli("retry", "--dsn", dsn, "--id", "99999"), "no failed deliveries")
+            error(
+                await run_cli("retry", "--dsn", dsn, "--id", "99999"), "no delivery with id 99999"
+            )
             nothing(
                 await run_cli("replay", "--dsn", dsn, "--endpoint", str(good), "--dry-run"),
                 "no failed deliveries match",
+                "--state failed, the default",
             )
 
             # Resend the delivered one: a second request with the same webhook-id.
@@ -230,7 +233,7 @@ async def test_deliveries_attempts_resend_test_and_retry(
                     "--dry-run",
                 )
             )  # fmt: skip
-            assert dry.startswith("1 delivered deliveries would be replayed"), dry
+            assert dry.startswith("1 delivered delivery would be replayed"), dry
             assert await db.fetchval(
                 "SELECT state = 'delivered' FROM hookd.deliveries WHERE id = $1", good_d
             )
@@ -242,7 +245,7 @@ async def test_deliveries_attempts_resend_test_and_retry(
             assert failed.returncode == 1 and "HTTP 500" in failed.stdout, failed.describe()
 
             out = ok(await run_cli("retry", "--dsn", dsn, "--id", str(bad_d)))
-            assert out.startswith("1 failed deliveries queued"), out
+            assert out.startswith("1 failed delivery queued"), out
             await rx.wait_for(2, path="/bad", timeout_s=10)
     pings = [r.path for r in rx.requests if r.json["type"] == "hookd.ping"]
     assert sorted(pings) == ["/bad", "/good"]
@@ -298,3 +301,63 @@ async def test_status_is_a_readable_table(dsn: str, db: asyncpg.Connection) -> N
         (broken, 0),
         (failing, 1),
     ]
+
+
+async def test_tables_show_the_whole_error_naming_the_timeout_setting(
+    dsn: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    cfg = str(write_config(tmp_path / "hookd.toml"))
+    async with Receiver() as rx:
+        rx.script("/slow", ["hang"])
+        ep = await _add(dsn, "--config", cfg, "--url", rx.url_for("/slow"), "--max-attempts", "1")
+        ok(await run_cli("endpoint", "settings", str(ep), "--timeout", "0.5", "--dsn", dsn))
+        await db.execute("SELECT hookd.publish('order.paid', '{}')")
+        async with running_daemon(dsn):
+            await wait_until(db, "SELECT count(*) = 1 FROM hookd.deliveries WHERE state = 'failed'")
+        d, last_error = await db.fetchrow("SELECT id, last_error FROM hookd.deliveries")
+        assert "timeout" in last_error and f"endpoint {ep}" in last_error, last_error
+        for args in (("attempts", str(d)), ("deliveries", "--id", str(d)), ("deliveries",)):
+            out = ok(await run_cli(*args, "--dsn", dsn))
+            assert " ".join(last_error.split()) in out, out
+
+
+async def test_retry_of_one_delivery_is_singular(dsn: str, db: asyncpg.Connection) -> None:
+    ep = await _add(dsn, "--url", "https://receiver.example/h")
+    event_id = await db.fetchval(
+        "INSERT INTO hookd.events (event_type, payload, fanned_out_at)"
+        " VALUES ('order.paid', '{}', now()) RETURNING id"
+    )
+    d = await db.fetchval(
+        "INSERT INTO hookd.deliveries (event_id, endpoint_id, state, attempts, finished_at)"
+        " VALUES ($1, $2, 'failed', 1, now()) RETURNING id",
+        event_id,
+        ep,
+    )
+    out = ok(await run_cli("retry", "--id", str(d), "--dsn", dsn))
+    assert out.startswith("1 failed delivery queued for another attempt"), out
+
+
+async def test_an_unknown_id_is_a_mistake_an_empty_selection_is_not(
+    dsn: str, db: asyncpg.Connection
+) -> None:
+    """Exit 2 for an id given explicitly that does not exist; exit 1 for a valid selection
+    (existing ids) that matches nothing (hookd/cli.py's docstring, README)."""
+    ep = str(await _add(dsn, "--url", "https://receiver.example/h"))
+    for args, needle in (
+        (("deliveries", "--id", "999"), "no delivery with id 999"),
+        (("deliveries", "--endpoint", "999"), "no endpoint with id 999"),
+        (("deliveries", "--event", "999"), "no event with id 999"),
+        (("attempts", "999"), "no delivery with id 999"),
+        (("retry", "--id", "999"), "no delivery with id 999"),
+        (("retry", "--endpoint", "999"), "no endpoint with id 999"),
+        (("replay", "--endpoint", "999", "--dry-run"), "no endpoint with id 999"),
+        (("resend", "999"), "no delivery with id 999"),
+    ):
+        error(await run_cli(*args, "--dsn", dsn), needle)
+    for args in (
+        ("deliveries", "--endpoint", ep),
+        ("deliveries", "--state", "failed"),
+        ("retry", "--endpoint", ep),
+        ("replay", "--endpoint", ep, "--dry-run"),
+    ):
+        nothing(await run_cli(*args, "--dsn", dsn), "match")

@@ -113,9 +113,11 @@ async def test_a_daemon_with_some_grants_missing_stops_at_start_with_one_line(
     who = _ident(roles.nobody)
     await db.execute(f"GRANT USAGE ON SCHEMA hookd TO {who}")
     await db.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA hookd TO {who}")
+    # A role named hookd finds schema hookd on its search_path ("$user"): names stay qualified.
+    await db.execute(f"ALTER ROLE {who} SET search_path = hookd, public")
     cfg = write_config(tmp_path / "hookd.toml")
     result = await run_cli("run", "--dsn", roles.nobody_dsn, "--config", str(cfg), timeout_s=30)
-    one_error_line(result, f'role "{roles.nobody}"', "INSERT", "hookd.", "--daemon-role")
+    one_error_line(result, f'role "{roles.nobody}"', "INSERT", "on table hookd.", "--daemon-role")
 
 
 async def test_migrate_as_a_role_without_grants_gets_one_line(roles: Roles) -> None:
@@ -297,3 +299,18 @@ async def test_the_daemon_role_switches_strict_mode_and_the_app_role_cannot(
         await app.close()
     off = await run_cli("event-type", "strict", "off", "--dsn", roles.daemon_dsn)
     assert off.returncode == 0 and "strict mode off" in off.stdout, off.describe()
+
+
+async def test_an_unknown_role_or_database_is_one_line_naming_database_dsn(
+    dsn: str, tmp_path: Path
+) -> None:
+    """SQLSTATE 28000 (no such role) and 3D000 (no such database), for the CLI and `hookd run`."""
+    no_role = dsn_as(dsn, "nosuch")
+    parts = urlsplit(dsn)
+    no_db = urlunsplit(parts._replace(path="/no_such_database_here"))
+    config = str(write_config(tmp_path / "hookd.toml"))
+    for bad, needle in ((no_role, 'role "nosuch" does not exist'),
+                        (no_db, 'database "no_such_database_here" does not exist')):  # fmt: skip
+        for args in (("status",), ("deliveries",), ("migrate",), ("run", "--config", config)):
+            result = await run_cli(*args, "--dsn", bad, timeout_s=20)
+            one_error_line(result, needle, "(database.dsn)")

@@ -134,6 +134,10 @@ async def test_database_outage_with_deliveries_in_flight(tmp_path: Path) -> None
             await rx.wait_for(lambda r: r.in_flight >= 20, timeout_s=15)
 
             await _outage(pg, proc, admin_port)
+            # The outage is logged once, each cause said once (not "database unavailable
+            # (database unavailable (...))").
+            assert "database unavailable (" in proc.stderr, proc.stderr[-3000:]
+            assert "unavailable (database unavailable" not in proc.stderr, proc.stderr[-3000:]
 
             await _wait_readyz(proc, admin_port, 200, 30)
 

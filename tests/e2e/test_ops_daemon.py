@@ -477,6 +477,46 @@ async def test_sighup_applies_limits_and_log_format_and_refuses_an_invalid_confi
             assert await hookd.wait_exit(15) == 0, hookd.output
 
 
+async def test_sighup_applies_security_allow_cidrs_to_deliveries(
+    dsn: str, db: asyncpg.Connection, tmp_path: Path
+) -> None:
+    """[security] on reload reaches the delivery path, not only the API: opening loopback lets
+    the next delivery through, closing it again refuses the next one (pooled connections too)."""
+    closed = {"security": {"allow_cidrs": []}}
+    async with SlowSink(delay_s=0.0) as sink:
+        await add_endpoint(dsn, sink.url())
+        config = _write_config(tmp_path / "hookd.toml", closed)
+        async with _notify_daemon(dsn, config) as (hookd, notify):
+            await notify.wait_for("READY", "1")
+            await db.execute(_PUBLISH_MANY, 1)
+            await wait_until(
+                db,
+                "SELECT count(*) > 0 FROM hookd.attempts WHERE error LIKE '%refused%'",
+                timeout_s=10,
+            )
+            assert not sink.arrivals
+
+            for event, allowed in ((2, ["127.0.0.0/8"]), (3, [])):
+                _write_config(config, {"security": {"allow_cidrs": allowed}})
+                mark = len(hookd.lines)
+                hookd.send(signal.SIGHUP)
+                await hookd.wait_for_line("configuration reloaded", after=mark)
+                await db.execute(_PUBLISH_MANY, 1)
+                first_attempt = (
+                    "FROM hookd.attempts a JOIN hookd.deliveries d ON d.id = a.delivery_id"
+                    " WHERE d.event_id = $1 AND a.attempt = 1"
+                )
+                await wait_until(db, f"SELECT count(*) > 0 {first_attempt}", event, timeout_s=10)
+                error = await db.fetchval(f"SELECT a.error {first_attempt}", event)
+                if allowed:
+                    assert error is None, error
+                else:
+                    assert error is not None and "refused" in error, error
+                assert len(sink.arrivals) == 1
+            hookd.send(signal.SIGTERM)
+            assert await hookd.wait_exit(15) == 0, hookd.output
+
+
 # -- logs --------------------------------------------------------------------------------------
 
 _FAILED = re.compile(r"^endpoint \d+ delivery \d+ attempt \d+ failed: ")

