@@ -62,7 +62,7 @@ async def test_every_endpoint_gets_its_share_from_the_start(
                 nonlocal peak_held
                 while True:
                     peak_held = max(peak_held, dispatcher.held)
-                    await asyncio.sleep(0.005)
+                    await asyncio.sleep(0.005)  # the sampling period of peak holding
 
             watcher = asyncio.create_task(watch())
             try:

@@ -110,7 +110,7 @@ async def _wait_listening(bouncer: PgBouncer, timeout_s: float) -> None:
                 raise AssertionError(
                     f"pgbouncer not listening on {bouncer.port} within {timeout_s}s\n{bouncer.log()}"
                 ) from None
-            await asyncio.sleep(_POLL_S)
+            await asyncio.sleep(_POLL_S)  # bounded by the deadline: pgbouncer signals no readiness
             continue
         writer.close()
         with contextlib.suppress(OSError):
