@@ -10,13 +10,11 @@ hookd's tables. At rest, the database holds only `enc:v1:` values when a key is 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import logging
 import re
 import signal
 import socket
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -407,22 +405,10 @@ async def test_daemon_with_the_wrong_key_stops_with_one_clear_line(
     await cli("endpoint", "add", "--dsn", dsn, "--url", "https://receiver.example/hook")
     monkeypatch.setenv("HOOKD_SECRET_KEY", await keygen())
     config = write_config(tmp_path / "hookd.toml")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hookd", "run", "--dsn", dsn, "--config", str(config),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(15):
-            _, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    stderr = err.decode()
+    result = await run_cli("run", "--dsn", dsn, "--config", str(config), timeout_s=15)
+    stderr = result.stderr
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert proc.returncode == 2, stderr[-3000:]
+    assert result.returncode == 2, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("hookd: error: ")]
     assert len(errors) == 1 and "decrypt" in errors[0], stderr[-3000:]
 
@@ -466,22 +452,10 @@ async def test_daemon_without_the_key_names_both_settings_and_does_not_claim_pla
     await cli("endpoint", "add", "--dsn", dsn, "--url", "https://receiver.example/hook")
     monkeypatch.delenv("HOOKD_SECRET_KEY")
     config = write_config(tmp_path / "hookd.toml")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hookd", "run", "--dsn", dsn, "--config", str(config),
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        async with asyncio.timeout(15):
-            _, err = await proc.communicate()
-    finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    stderr = err.decode()
+    result = await run_cli("run", "--dsn", dsn, "--config", str(config), timeout_s=15)
+    stderr = result.stderr
     assert "Traceback" not in stderr, stderr[-3000:]
-    assert proc.returncode == 2, stderr[-3000:]
+    assert result.returncode == 2, stderr[-3000:]
     assert NO_KEY_WARNING not in stderr, stderr[-3000:]
     errors = [line for line in stderr.splitlines() if line.startswith("hookd: error: ")]
     assert len(errors) == 1, stderr[-3000:]
