@@ -3,13 +3,15 @@
 `api_daemon` writes a tokens file (an operator token and one token per tenant in `tenants`),
 starts a daemon with `[api] port = 0` (plain http and loopback receivers allowed), and yields it
 with one `ApiClient` per token name. Replies are parsed JSON; `problem()` checks the RFC 9457
-shape on the way.
+shape on the way. The helpers the API tests share create an endpoint (checking its Location),
+list every delivery across pages, and wait for a delivery to reach a state.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,6 +123,37 @@ class ApiClient:
             if cursor is None:
                 return out
         raise AssertionError(f"{path}: more than 100 pages")
+
+
+async def _endpoint(client: ApiClient, url: str, **fields: Any) -> dict[str, Any]:
+    reply = await client.post("/v1/endpoints", {"url": url, **fields})
+    created = reply.ok(201)
+    assert reply.headers["Location"] == f"/v1/endpoints/{created['id']}"
+    return dict(created)
+
+
+async def _until_delivery(
+    client: ApiClient, delivery_id: int, ready: Callable[[dict[str, Any]], bool], what: str
+) -> dict[str, Any]:
+    """GET the delivery until `ready` holds (bounded); outcomes are written in batches."""
+    last: Any = None
+    try:
+        async with asyncio.timeout(10.0):
+            while True:
+                last = (await client.get(f"/v1/deliveries/{delivery_id}")).ok()
+                if ready(last):
+                    return dict(last)
+                await asyncio.sleep(0.05)
+    except TimeoutError:
+        raise AssertionError(f"delivery {delivery_id} not {what} in 10 s: {last}") from None
+
+
+async def _until_state(client: ApiClient, delivery_id: int, state: str) -> dict[str, Any]:
+    return await _until_delivery(client, delivery_id, lambda d: d["state"] == state, state)
+
+
+async def _deliveries(client: ApiClient, **filters: Any) -> list[dict[str, Any]]:
+    return [d for page in await client.pages("/v1/deliveries", 500, **filters) for d in page]
 
 
 class LoopbackOnlyPolicy(DestinationPolicy):
