@@ -1,5 +1,5 @@
 """`hookd event-type ...`: the event catalogue from the command line (add, list, show, remove,
-strict, export), through the operating service as an operator, like the rest of hookd/cli.py.
+strict, export), through the operating service as an operator, like the other hookd/cli_*.py.
 
 Schemas and examples are read from JSON files; a problem names the file and the JSON path of the
 first problem in it (`--example ex.json: does not match the schema at $.total: ...`).
@@ -23,7 +23,7 @@ OPERATOR = Scope()
 
 Go = Callable[[Service, config.Config], Awaitable[int]]
 Runner = Callable[[argparse.Namespace, Go], Awaitable[int]]
-"""Runs a command's body with an operator's Service (hookd.cli._with_service)."""
+"""Runs a command's body with an operator's Service (hookd.cli_common._with_service)."""
 
 
 def _json_file(path: str, flag: str) -> Any:
