@@ -2,7 +2,9 @@
 
 Every record is one JSON line in `bench/results/<UTC timestamp>.jsonl`: first the environment,
 then one line per scenario as it finishes (so a failed run keeps what it measured), then the
-summary. The markdown rendering of the summary goes to `<timestamp>.md` and stdout.
+summary. The markdown rendering of the summary goes to `<timestamp>.md` and stdout. The scale
+scenarios' figures and tables are bench/report_scale.py's, the publishing scenarios' are
+bench/report_publish.py's; table cells are formatted by bench/report_cells.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from typing import Any
 import orjson
 import psutil
 
+from bench import report_publish, report_scale
 from bench.goals import get, goals
+from bench.report_cells import cell as _f
+from bench.report_cells import latency_cell as _lat
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -195,53 +200,9 @@ def summary(
             },
         }
     if po := by.get("publish_overhead"):
-        out["publish"] = {
-            k: po.get(k)
-            for k in (
-                "commits_per_s",
-                "ratio_to_plain",
-                "ratio_to_no_wakeup",
-                "wakeup_cost",
-                "wakeup_form",
-                "daemon_asleep_fraction",
-                "daemon_notify_wakeups_per_s",
-            )
-        }
+        out["publish"] = report_publish.publish_summary(po)
     if cap := by.get("capture"):
-        out["capture"] = {
-            "bulk": {
-                stmt: {
-                    k: get(cap, "bulk", stmt, k)
-                    for k in (
-                        "statement",
-                        "seconds",
-                        "events",
-                        "capture_ratio_to_plain",
-                        "row_publish_ratio_to_plain",
-                        "capture_ratio_to_row_publish",
-                    )
-                }
-                for stmt in ("total", "status")
-            },
-            "rows": get(cap, "bulk", "rows"),
-            "writers": {
-                k: get(cap, "writers", k)
-                for k in (
-                    "commits_per_s",
-                    "capture_ratio_to_publish",
-                    "capture_ratio_to_plain",
-                    "publish_ratio_to_plain",
-                )
-            },
-            "ordering": {
-                "clear": get(cap, "ordering", "without_retrying_key", "latency"),
-                "stuck": get(cap, "ordering", "with_retrying_key", "latency"),
-                "p99_ratio": get(cap, "ordering", "p99_ratio"),
-                "p50_ratio": get(cap, "ordering", "p50_ratio"),
-                "rate": get(cap, "ordering", "rate"),
-                "stuck_rate": get(cap, "ordering", "stuck_rate"),
-            },
-        }
+        out["capture"] = report_publish.capture_summary(cap)
     if st := by.get("steady"):
         points = {}
         for share, rec in st.get("points", {}).items():
@@ -283,139 +244,20 @@ def summary(
             "comparisons": fa.get("comparisons"),
         }
     if sm := by.get("storm"):
-        out["storm"] = {
-            k: sm.get(k)
-            for k in (
-                "params",
-                "peak_retry_timers",
-                "peak_pending_storm_deliveries",
-                "rss_baseline_mib",
-                "rss_at_peak_timers_mib",
-                "rss_growth_bytes_per_pending_retry",
-                "timer_lateness",
-                "recovery_to_drained_s",
-                "storm_attempts",
-                "cpu_s_per_1000",
-                "peak_rss_mib",
-            )
-        }
-        out["storm"]["storm_ledger"] = {
-            k: get(sm, "storm_ledger", k)
-            for k in ("published", "expected", "delivered", "missing", "duplicates")
-        }
-        out["storm"]["background_p99_before_ms"] = get(
-            sm, "background_before_storm", "latency", "p99_ms"
-        )
-        out["storm"]["background_p99_during_ms"] = get(
-            sm, "background_during_storm", "latency", "p99_ms"
-        )
+        out["storm"] = report_scale.storm_summary(sm)
     if mu := by.get("multi"):
-        out["multi"] = {
-            "params": mu.get("params"),
-            "speedup_over_one": mu.get("speedup_over_one"),
-            "counts": {
-                n: {
-                    k: rec.get(k)
-                    for k in (
-                        "deliveries_per_s",
-                        "shares",
-                        "share_max_over_min",
-                        "duplicates",
-                        "cpu_s_per_1000",
-                        "statements_per_delivery",
-                        "wal_bytes_per_delivery",
-                        "latency",
-                        "void",
-                    )
-                }
-                | {"missing": get(rec, "ledger", "missing")}
-                for n, rec in (mu.get("counts") or {}).items()
-            },
-        }
-        if k := mu.get("kill"):
-            out["multi"]["kill"] = {
-                key: k.get(key)
-                for key in (
-                    "kills",
-                    "kill_interval_s",
-                    "leases_held_at_kills",
-                    "distinct_deliveries_held_at_kills",
-                    "duplicates",
-                    "duplicated_deliveries",
-                    "duplicated_not_held_by_a_killed_daemon",
-                    "deliveries_per_s",
-                    "latency",
-                    "void",
-                )
-            } | {"missing": get(k, "ledger", "missing"), "expected": get(k, "ledger", "expected")}
+        out["multi"] = report_scale.multi_summary(mu)
     if fo := by.get("fanout"):
-        out["fanout"] = {
-            k: fo.get(k)
-            for k in (
-                "params",
-                "fan_out_max_deliveries",
-                "pieces",
-                "largest_piece",
-                "fanned_out_s",
-                "first_delivery_s",
-                "all_delivered_s",
-                "deliveries_per_s",
-                "rss_idle_mib",
-                "peak_rss_mib",
-                "idle_cpu_cores_with_endpoints",
-            )
-        }
-        out["fanout"]["ledger"] = {
-            k: get(fo, "ledger", k) for k in ("expected", "delivered", "missing", "duplicates")
-        }
+        out["fanout"] = report_scale.fanout_summary(fo)
     if cs := by.get("coldstart"):
-        out["coldstart"] = {
-            k: cs.get(k)
-            for k in (
-                "params",
-                "build_s",
-                "delivered_in_window",
-                "deliveries_per_s",
-                "endpoints_served",
-                "first_delivery_per_endpoint_s",
-                "per_endpoint_delivered",
-                "per_host_delivered",
-                "peak_requests_in_flight_per_host",
-                "rss_mib",
-                "peak_rss_mib",
-            )
-        }
-        out["coldstart"]["fresh_latency"] = get(cs, "fresh", "latency")
-        out["coldstart"]["fresh_ledger"] = {
-            k: get(cs, "fresh", k) for k in ("expected", "delivered", "missing", "duplicates")
-        }
-        out["coldstart"]["backlog_duplicates"] = get(cs, "backlog_ledger", "duplicates")
+        out["coldstart"] = report_scale.coldstart_summary(cs)
     if st := by.get("status"):
-        out["status"] = {"exact_below": st.get("exact_below"), "sizes": st.get("sizes")}
+        out["status"] = report_scale.status_summary(st)
     out["missing_total"] = sum(_missing(r) for r in by.values())
     rss = [v for r in by.values() for v in _rss_values(r, False)]
     out["hookd_peak_rss_mib"] = max(rss) if rss else None
     out["goals"] = [g.as_dict() for g in goals(out)]
     return out
-
-
-def _f(value: Any, digits: int = 0) -> str:
-    """A number for a table: thousands separators, `digits` decimals; '-' when missing."""
-    if value is None:
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if isinstance(value, float):
-        return f"{value:,.{digits}f}"
-    return str(value)
-
-
-def _lat(lat: Mapping[str, Any] | None, digits: int = 1) -> str:
-    if not lat:
-        return "-"
-    return " / ".join(_f(lat.get(k), digits) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"))
 
 
 def markdown(s: Mapping[str, Any]) -> str:
@@ -535,192 +377,19 @@ def markdown(s: Mapping[str, Any]) -> str:
                 f"{_f(comp['p99_ratio'], 3)} |"
             )
     if sm := s.get("storm"):
-        p = sm.get("params") or {}
-        led = sm.get("storm_ledger") or {}
-        lines += [
-            "",
-            f"Retry storm: {_f(p.get('pending'))} deliveries for one host failing (HTTP 500) for "
-            f"{_f(p.get('outage_s'))} s, retries every {_f(p.get('retry_delay_s'))} s:",
-            "",
-            "| figure | value |",
-            "|---|---|",
-            f"| peak retry timers / pending storm deliveries | {_f(sm.get('peak_retry_timers'))} "
-            f"/ {_f(sm.get('peak_pending_storm_deliveries'))} |",
-            f"| daemon RSS before → at peak timers (MiB) | {_f(sm.get('rss_baseline_mib'), 1)} → "
-            f"{_f(sm.get('rss_at_peak_timers_mib'), 1)} |",
-            f"| memory growth per pending retry (bytes) | "
-            f"{_f(sm.get('rss_growth_bytes_per_pending_retry'))} |",
-            f"| timer lateness p50 / p90 / p99 / max (ms) | {_lat(sm.get('timer_lateness'))} |",
-            f"| recovery → last storm delivery (s) | {_f(sm.get('recovery_to_drained_s'), 1)} |",
-            f"| other hosts' p99 before / during the storm (ms) | "
-            f"{_f(sm.get('background_p99_before_ms'), 1)} / "
-            f"{_f(sm.get('background_p99_during_ms'), 1)} |",
-            f"| storm ledger: expected = delivered + missing (duplicates) | "
-            f"{_f(led.get('expected'))} = {_f(led.get('delivered'))} + {_f(led.get('missing'))} "
-            f"({_f(led.get('duplicates'))}) |",
-        ]
+        lines += report_scale.storm_markdown(sm)
     if mu := s.get("multi"):
-        p = mu.get("params") or {}
-        lines += [
-            "",
-            f"Several daemons on one database, {_f(p.get('events'))} events x "
-            f"{_f(p.get('endpoints'))} endpoints published in one transaction:",
-            "",
-            "| daemons | deliveries/s | ÷ one daemon | shares of deliveries | duplicates (sink / "
-            "attempt log / attempt counters) | CPU-s per 1,000: daemons / postgres | statements "
-            "per delivery | WAL bytes per delivery | missing |",
-            "|---|---|---|---|---|---|---|---|---|",
-        ]
-        for n, r in (mu.get("counts") or {}).items():
-            cpu = r.get("cpu_s_per_1000") or {}
-            d = r.get("duplicates") or {}
-            shares = " / ".join(f"{x:.0%}" for x in (r.get("shares") or []) if x is not None)
-            lines.append(
-                f"| {n} | {_f(r.get('deliveries_per_s'))} | "
-                f"{_f((mu.get('speedup_over_one') or {}).get(n), 2)} | {shares} | "
-                f"{_f(d.get('sink_repeat_2xx'))} / {_f(d.get('attempt_rows_beyond_one'))} / "
-                f"{_f(d.get('attempt_counters_beyond_one'))} | {_f(cpu.get('daemons'), 3)} / "
-                f"{_f(cpu.get('postgres'), 3)} | {_f(r.get('statements_per_delivery'), 3)} | "
-                f"{_f(r.get('wal_bytes_per_delivery'))} | {_f(r.get('missing'))} |"
-            )
-        if k := mu.get("kill"):
-            d = k.get("duplicates") or {}
-            lines += [
-                "",
-                f"Kill run (2 daemons, one SIGKILLed {_f(k.get('kill_interval_s'), 1)} s after "
-                f"each start, {_f(k.get('kills'))} kills): expected {_f(k.get('expected'))}, "
-                f"missing {_f(k.get('missing'))}; {_f(d.get('sink_repeat_2xx'))} repeated 2xx "
-                f"for {_f(k.get('duplicated_deliveries'))} deliveries; "
-                f"{_f(k.get('distinct_deliveries_held_at_kills'))} deliveries were leased by a "
-                f"daemon when it was killed, and duplicated deliveries not among them: "
-                f"{_f(k.get('duplicated_not_held_by_a_killed_daemon'))}; "
-                f"{_f(k.get('deliveries_per_s'))} deliveries/s.",
-            ]
+        lines += report_scale.multi_markdown(mu)
     if fo := s.get("fanout"):
-        led = fo.get("ledger", {})
-        lines += [
-            "",
-            f"One event for {_f(get(fo, 'params', 'endpoints'))} endpoints "
-            f"(fan_out_max_deliveries {_f(fo.get('fan_out_max_deliveries'))}):",
-            "",
-            "| pieces (largest) | fanned out | first / all delivered | deliveries/s "
-            "| RSS idle / peak MiB | idle CPU (cores) | expected = delivered + missing (dup.) |",
-            "|---|---|---|---|---|---|---|",
-            f"| {_f(fo.get('pieces'))} ({_f(fo.get('largest_piece'))}) "
-            f"| {_f(fo.get('fanned_out_s'), 3)} s "
-            f"| {_f(fo.get('first_delivery_s'), 3)} / {_f(fo.get('all_delivered_s'), 2)} s "
-            f"| {_f(fo.get('deliveries_per_s'))} "
-            f"| {_f(fo.get('rss_idle_mib'), 1)} / {_f(fo.get('peak_rss_mib'), 1)} "
-            f"| {_f(fo.get('idle_cpu_cores_with_endpoints'), 3)} "
-            f"| {_f(led.get('expected'))} = {_f(led.get('delivered'))} + "
-            f"{_f(led.get('missing'))} ({_f(led.get('duplicates'))}) |",
-        ]
+        lines += report_scale.fanout_markdown(fo)
     if cs := s.get("coldstart"):
-        pe = cs.get("per_endpoint_delivered") or {}
-        rss = cs.get("rss_mib") or {}
-        first = cs.get("first_delivery_per_endpoint_s") or {}
-        fl = cs.get("fresh_ledger") or {}
-        lines += [
-            "",
-            f"Cold start on {_f(get(cs, 'params', 'deliveries'))} due deliveries for "
-            f"{_f(get(cs, 'params', 'endpoints'))} endpoints on 4 hosts "
-            f"({_f(get(cs, 'params', 'seconds'))} s window):",
-            "",
-            "| figure | value |",
-            "|---|---|",
-            f"| deliveries/s | {_f(cs.get('deliveries_per_s'))} |",
-            f"| endpoints served / first delivery p50, max | {_f(cs.get('endpoints_served'))} / "
-            f"{_f(first.get('p50'), 3)} s, {_f(first.get('max'), 3)} s |",
-        ]
-        for w, v in pe.items():
-            lines.append(
-                f"| per endpoint, {w.replace('_', ' ')}: min / max / Jain | {_f(v.get('min'))} / "
-                f"{_f(v.get('max'))} / {_f(v.get('jain'), 3)} |"
-            )
-        lines += [
-            f"| per host delivered | {cs.get('per_host_delivered')} |",
-            f"| most requests in flight per host (limit {_f(get(cs, 'params', 'per_host'))}) "
-            f"| {cs.get('peak_requests_in_flight_per_host')} |",
-            f"| RSS MiB at 10 s / 30 s / end / peak | {_f(rss.get('at_10_s'), 1)} / "
-            f"{_f(rss.get('at_30_s'), 1)} / {_f(rss.get('at_end'), 1)} / "
-            f"{_f(rss.get('peak'), 1)} |",
-            f"| fresh events commit→delivered p50 / p90 / p99 / max (ms) "
-            f"| {_lat(cs.get('fresh_latency'))} |",
-            f"| fresh ledger: expected = delivered + missing (dup.); backlog duplicates "
-            f"| {_f(fl.get('expected'))} = {_f(fl.get('delivered'))} + {_f(fl.get('missing'))} "
-            f"({_f(fl.get('duplicates'))}); {_f(cs.get('backlog_duplicates'))} |",
-        ]
+        lines += report_scale.coldstart_markdown(cs)
     if st := s.get("status"):
-        lines += [
-            "",
-            "| status figures query, pending | version 21 (ms, median / p90) "
-            "| cheap, as the daemon reads it | `--exact` |",
-            "|---|---|---|---|",
-        ]
-        for n, v in (st.get("sizes") or {}).items():
-            cells = [
-                f"{_f(v[q]['median_ms'], 1)} / {_f(v[q]['p90_ms'], 1)}"
-                for q in ("v21", "cheap", "exact")
-            ]
-            lines.append(f"| {_f(int(n))} | " + " | ".join(cells) + " |")
+        lines += report_scale.status_markdown(st)
     if po := s.get("publish"):
-        lines += [
-            "",
-            "| publish variant (16 writers, one row per transaction) | commits/s | ÷ plain "
-            "INSERT | ÷ no wake-up |",
-            "|---|---|---|---|",
-        ]
-        for v, label in (
-            ("plain", "plain INSERT, bare table"),
-            ("naive", "naive NOTIFY-per-insert trigger"),
-            ("no_wakeup", "hookd.publish without wake-up machinery"),
-            ("hookd", "hookd.publish as shipped, daemon running"),
-        ):
-            lines.append(
-                f"| {label} | {_f(po['commits_per_s'][v])} | {_f(po['ratio_to_plain'][v], 3)} "
-                f"| {_f(po['ratio_to_no_wakeup'][v], 3)} |"
-            )
+        lines += report_publish.publish_markdown(po)
     if cap := s.get("capture"):
-        lines += [
-            "",
-            f"Capture, one UPDATE of {_f(cap.get('rows'))} rows (seconds, BEGIN to COMMIT):",
-            "",
-            "| statement | no trigger | hookd capture | row trigger calling hookd.publish "
-            "| capture ÷ none | row trigger ÷ none | capture ÷ row trigger |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for stmt, label in (("total", "total = total + 1"), ("status", "status changes")):
-            b = cap["bulk"][stmt]
-            secs = b.get("seconds") or {}
-            lines.append(
-                f"| {label} | {_f(secs.get('plain'), 3)} | {_f(secs.get('capture'), 3)} "
-                f"| {_f(secs.get('row_publish'), 3)} | {_f(b.get('capture_ratio_to_plain'), 2)} "
-                f"| {_f(b.get('row_publish_ratio_to_plain'), 2)} "
-                f"| {_f(b.get('capture_ratio_to_row_publish'), 2)} |"
-            )
-        w = cap["writers"]
-        cps = w.get("commits_per_s") or {}
-        lines += [
-            "",
-            "| 16 writers, one-row UPDATE per transaction | commits/s |",
-            "|---|---|",
-            f"| no trigger | {_f(cps.get('plain'))} |",
-            f"| captured table | {_f(cps.get('capture'))} |",
-            f"| UPDATE + explicit hookd.publish in the same transaction | {_f(cps.get('publish'))} |",
-            f"| capture ÷ explicit publish | {_f(w.get('capture_ratio_to_publish'), 3)} |",
-        ]
-        o = cap["ordering"]
-        clear, stuck = o.get("clear") or {}, o.get("stuck") or {}
-        lines += [
-            "",
-            f"| per-key ordering, {_f(o.get('rate'))} events/s, one endpoint | p50 ms | p99 ms |",
-            "|---|---|---|",
-            f"| no key retrying (that key answered 204) | {_f(clear.get('p50_ms'), 1)} "
-            f"| {_f(clear.get('p99_ms'), 1)} |",
-            f"| one key ({_f(o.get('stuck_rate'))} events/s) failing every attempt "
-            f"| {_f(stuck.get('p50_ms'), 1)} | {_f(stuck.get('p99_ms'), 1)} |",
-            f"| ratio | {_f(o.get('p50_ratio'), 2)} | {_f(o.get('p99_ratio'), 2)} |",
-        ]
+        lines += report_publish.capture_markdown(cap)
     verdict = (
         f"VOID ({', '.join(s['void_scenarios'])}: something missing or failed)"
         if s["void"]

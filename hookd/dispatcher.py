@@ -4,7 +4,7 @@ Each round is one fan-out claim and one due claim, both short transactions. Fan-
 `claim_batch` events whatever room endpoints have (the outbox is never blocked): deliveries for
 endpoints with room are leased at once, the rest wait unleased in the database, where a full, slow,
 broken or paused endpoint's backlog costs nothing. Due claims take first attempts ahead of
-retries. How much of each endpoint may be claimed is `claim_rooms` (hookd/runtime.py) over the
+retries. How much of each endpoint may be claimed is `claim_rooms` (hookd/claims.py) over the
 ledger's caps (hookd/inflight.py).
 
 Between rounds the wake-up planner (hookd/wakeups.py) decides how long to wait. Database errors
@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
+from hookd.claims import ClaimWindow
 from hookd.config import Config
 from hookd.errors import StoreUnavailable
 from hookd.hostpool import HostPools
@@ -32,7 +33,7 @@ from hookd.inflight import Held, InFlight
 from hookd.metrics import Metrics
 from hookd.models import Delivery, DeliveryState
 from hookd.recorder import Recorder
-from hookd.runtime import LEASE_MARGIN_S, EndpointRuntime, claim_rooms
+from hookd.runtime import LEASE_MARGIN_S, EndpointRuntime
 from hookd.secretbox import SecretKeyError
 from hookd.sender import attempt, build_body, webhook_id
 from hookd.store import Store
@@ -102,17 +103,12 @@ class Dispatcher:
         """When a due claim runs anyway (every poll interval: other daemons' expired leases,
         enables, retries beyond the timer horizon)."""
         self._background: set[asyncio.Task[None]] = set()
-        self._rooms_start = 0
+        self._window = ClaimWindow()
+        """Which endpoints claims look at and how much of each they take (hookd/claims.py)."""
         self._refilling = False
-        self._rooms_partial = False
-        """Whether the last `_rooms` covered only a window of the endpoints."""
-        self._rooms_had_backlog = False
-        """Whether that window held endpoints known to have deliveries waiting."""
-        self._rooms_looked = 0
         self._empty_looked = 0
         """Endpoints looked at by due claims in a row that found nothing."""
         """Set when the process held max_in_flight; cleared once refill_at() slots are free."""
-        """Where `_rooms` starts sharing free slots among endpoints (round-robin)."""
         self.planner = WakePlanner(cfg.daemon)
         self.asleep = self.planner.asleep
         self.ledger = InFlight(
@@ -207,63 +203,6 @@ class Dispatcher:
                 self._endpoints[gone].deleted = True
         self._endpoints_loaded_at = time.monotonic()
 
-    def _rooms(self, for_fan_out: bool = False) -> tuple[list[tuple[int, int]], list[int]]:
-        """(endpoint, room) pairs this process may claim for now, and the endpoints held back.
-
-        Never more sendable endpoints than free slots (each gets at least one): with thousands
-        of endpoints a claim looks at only as many as it can serve, starting where the last
-        look stopped, so every endpoint gets its turn (a cold start with a backlog for a
-        thousand endpoints serves all of them from the start) and the cost of a claim does not
-        grow with the number of endpoints.
-        """
-        free = self._cfg.daemon.max_in_flight - self.ledger.held
-        items = list(self._endpoints.items())
-        n = len(items)
-        start = self._rooms_start % n if n else 0
-        at = list(range(start, n)) + list(range(start))
-        if n > free:
-            # Only a window of them fits. For a due claim, endpoints known to have deliveries
-            # waiting come first (a window of idle ones would come back empty); for a fan-out,
-            # those without (new events for an idle endpoint are leased at once, not queued
-            # behind a backlog's turn), and the fan-out's window does not move the rotation, or
-            # the due claims would only ever see every other window.
-            waiting = [i for i in at if items[i][1].backlog]
-            idle = [i for i in at if not items[i][1].backlog]
-            at = idle + waiting if for_fan_out else waiting + idle
-        rooms, blocked, looked = claim_rooms(
-            [items[i] for i in at],
-            self.ledger.origin_held,
-            self.ledger.endpoint_cap,
-            self.ledger.origin_cap(),
-            self._cfg.daemon.claim_batch,
-            time.monotonic(),
-            want=max(free, 0),
-        )
-        if not for_fan_out:
-            self._rooms_partial = looked < n
-            self._rooms_looked = looked
-            self._rooms_had_backlog = any(items[i][1].backlog for i in at[:looked])
-        if 0 < looked < n and not for_fan_out:
-            # The next look starts after the last endpoint this one took, in rotation order.
-            self._rooms_start = max((i - start) % n for i in at[:looked]) + start + 1
-        # Never lease more than the process may hold; share what is free evenly, so that no
-        # endpoint's room is spent by those listed before it. Unsendable endpoints are exempt:
-        # their deliveries are settled at once, never held.
-        capped: list[tuple[int, int]] = []
-        sendable: list[tuple[int, int]] = []
-        for ep, room in rooms:
-            rt = self._endpoints[ep]
-            (capped if rt.problem is not None else sendable).append((ep, room))
-        for i, (ep, room) in enumerate(sendable):
-            share = max(1, free // (len(sendable) - i)) if free > 0 else 0
-            room = min(room, share)
-            if room <= 0:
-                blocked.append(ep)
-                continue
-            free -= room
-            capped.append((ep, room))
-        return capped, blocked
-
     # -- the claim loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
@@ -339,7 +278,9 @@ class Dispatcher:
             # scan from the start at least every poll interval, even while a backlog drains.
             self._fan_out_after = 0
             self._full_scan_at = now + cfg.poll_interval_s
-        rooms, _ = self._rooms(for_fan_out=True)
+        rooms, _ = self._window.rooms(
+            self._endpoints, self.ledger, self._cfg.daemon, for_fan_out=True
+        )
         self._m_claims_fan_out.inc()
         lease_from = time.monotonic()
         batch = cfg.claim_batch
@@ -378,7 +319,7 @@ class Dispatcher:
             await self._dispatch(fan.deliveries, lease_from)
         if self._wheel.advance(time.monotonic()):
             self._due_wanted = True
-        rooms, _ = self._rooms()
+        rooms, _ = self._window.rooms(self._endpoints, self.ledger, self._cfg.daemon)
         free = cfg.max_in_flight - self.ledger.held
         due: list[Delivery] = []
         window_more = False
@@ -400,14 +341,14 @@ class Dispatcher:
             if len(due) >= limit or claim.parked:
                 # Parked deliveries (behind an earlier one of their ordering key) took room.
                 self._due_wanted = True
-            elif self._rooms_partial and (
-                due or self._rooms_had_backlog or self._empty_looked < len(self._endpoints)
+            elif self._window.partial and (
+                due or self._window.had_backlog or self._empty_looked < len(self._endpoints)
             ):
                 # Only a window of the endpoints was asked: the next window may have more, until
                 # a whole round of windows came back empty.
                 self._due_wanted = True
                 window_more = True
-            self._empty_looked = 0 if due else self._empty_looked + self._rooms_looked
+            self._empty_looked = 0 if due else self._empty_looked + self._window.looked
             got = Counter(d.endpoint_id for d in due)
             cut_short = len(due) >= limit
             for ep, room in rooms:
@@ -415,11 +356,11 @@ class Dispatcher:
                     # A full room means more may be waiting; less means it was all there was,
                     # unless the claim's limit cut it short (then nothing is known).
                     rt.backlog = cut_short or got[ep] + claim.parked.get(ep, 0) >= room
-            if not self._rooms_partial:
+            if not self._window.partial:
                 # Endpoints take turns in the order of `rooms` (claim_due): the next claim starts
                 # after those served, or with more endpoints than the limit the same ones would
                 # win every tie.
-                self._rooms_start += len(got)
+                self._window.start += len(got)
             await self._dispatch(due, now)
         found = bool(fan.events_claimed or fan.created or due)
         return found, full or window_more or (limit > 0 and len(due) >= limit)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import ssl
-from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -126,54 +124,3 @@ class EndpointRuntime:
     def sendable(self) -> bool:
         """Enabled, with a valid URL, secret and settings."""
         return self.endpoint.enabled and not self.disabled and self.problem is None
-
-
-def claim_rooms(
-    endpoints: Iterable[tuple[int, EndpointRuntime]],
-    origin_held: Mapping[Origin, int],
-    endpoint_cap: Callable[[EndpointRuntime], int],
-    origin_cap: int,
-    claim_batch: int,
-    now: float,
-    want: int | None = None,
-) -> tuple[list[tuple[int, int]], list[int], int]:
-    """How many more deliveries of each endpoint a process may hold now.
-
-    Returns (endpoint id, room) pairs with room > 0, the ids of endpoints held back, and how many
-    endpoints were looked at. Held back are: an open breaker, a disabled endpoint, or a full
-    queue, either the endpoint's own (`endpoint_cap(rt)`, from its own current limit) or its
-    origin's (`origin_cap`) once the endpoint holds its fair share of that, so an endpoint with a
-    huge backlog cannot starve another endpoint on the same host. Endpoints that cannot be sent
-    to at all get `claim_batch` room, so their deliveries are claimed and settled. `now` is
-    monotonic seconds (for breakers). With `want`, the look stops once that many sendable
-    endpoints have room: with 10,000 endpoints and 1,000 free slots, a claim needs no more (the
-    caller starts the next look where this one stopped).
-    """
-    items = endpoints if isinstance(endpoints, list) else list(endpoints)
-    sharing = Counter(rt.origin for _, rt in items if rt.origin is not None and rt.held)
-    rooms: list[tuple[int, int]] = []
-    blocked: list[int] = []
-    found = 0
-    looked = 0
-    for ep_id, rt in items:
-        if want is not None and found >= want:
-            break
-        looked += 1
-        if rt.problem is not None:
-            rooms.append((ep_id, claim_batch))
-            continue
-        if not rt.sendable or rt.deleted or rt.breaker.blocks_claims(now):
-            blocked.append(ep_id)
-            continue
-        room = endpoint_cap(rt) - rt.held
-        if rt.origin is not None:
-            # Up to what the origin has left; once it is full, up to a fair share of it.
-            fair_share = max(1, origin_cap // max(1, sharing[rt.origin]))
-            left = origin_cap - origin_held.get(rt.origin, 0)
-            room = min(room, max(left, fair_share - rt.held))
-        if room > 0:
-            rooms.append((ep_id, room))
-            found += 1
-        else:
-            blocked.append(ep_id)
-    return rooms, blocked, looked
