@@ -63,9 +63,9 @@ WITH head AS (
     SELECT id FROM ev WHERE NOT EXISTS (SELECT FROM cut) OR id < (SELECT event_id FROM cut)
 ), marked AS (
     -- By primary key: a join here lets the planner scan the whole history. The set_config (once,
-    -- an InitPlan) makes this transaction commit asynchronously (see hookd/store.py); a data-
-    -- modifying CTE always runs, and without events claimed there is nothing to commit (a piece
-    -- of a cut event sets it in `advanced`).
+    -- an InitPlan) makes this transaction commit asynchronously (see hookd/store_hotpath.py); a
+    -- data-modifying CTE always runs, and without events claimed there is nothing to commit (a
+    -- piece of a cut event sets it in `advanced`).
     UPDATE hookd.events e SET fanned_out_at = now(), fan_out_cursor = NULL
     WHERE e.id = ANY (ARRAY(SELECT id FROM done))
       AND (SELECT set_config('synchronous_commit', 'off', true)) = 'off'
@@ -140,7 +140,7 @@ LEFT JOIN pairs p ON p.event_id = ins.event_id AND p.endpoint_id = ins.endpoint_
 -- open one ends, keys_next_due makes the next one due at once. Parked rows are returned with
 -- `parked` true and no event columns.
 -- Every row this writes (parked or leased) comes from cand, whose set_config (once, an InitPlan)
--- makes the claim commit asynchronously (see hookd/store.py).
+-- makes the claim commit asynchronously (see hookd/store_hotpath.py).
 WITH cand AS (
     SELECT d.*, r.pos
     FROM unnest($4::bigint[], $5::int[]) WITH ORDINALITY AS r (endpoint_id, room, pos)
