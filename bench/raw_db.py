@@ -28,16 +28,18 @@ import uvloop
 
 CLAIM_SQL = """
 WITH ev AS (
-    SELECT id FROM hookd.events
+    SELECT id, created_at FROM hookd.events
     WHERE fanned_out_at IS NULL
     ORDER BY id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), marked AS (
-    UPDATE hookd.events e SET fanned_out_at = now() FROM ev WHERE e.id = ev.id
+    UPDATE hookd.events e SET fanned_out_at = now() FROM ev
+    WHERE e.id = ev.id AND e.created_at = ev.created_at
 )
-INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner)
-SELECT ev.id, ep.id, 1, now() + interval '120 seconds', $2::uuid
+INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner,
+                              event_created_at)
+SELECT ev.id, ep.id, 1, now() + interval '120 seconds', $2::uuid, ev.created_at
 FROM ev CROSS JOIN hookd.endpoints ep
 WHERE ep.enabled
 RETURNING id
@@ -47,7 +49,7 @@ ACK_SQL = """
 UPDATE hookd.deliveries d
 SET state = 'delivered', lease_owner = NULL, last_status = 204, finished_at = now()
 FROM unnest($1::bigint[]) AS o(id)
-WHERE d.id = o.id AND d.lease_owner = $2
+WHERE d.id = o.id AND d.state = 'pending' AND d.lease_owner = $2
 """
 
 ATTEMPTS_SQL = """

@@ -248,8 +248,9 @@ async def cold_start(
             payload_json(1, p.body_bytes),
         )
         await conn.execute(
-            "INSERT INTO hookd.deliveries (event_id, endpoint_id, next_attempt_at, created_at)"
-            " SELECT e.id, ep.id, now() - interval '1 day', now() - interval '1 day'"
+            "INSERT INTO hookd.deliveries (event_id, endpoint_id, next_attempt_at, created_at,"
+            " event_created_at)"
+            " SELECT e.id, ep.id, now() - interval '1 day', now() - interval '1 day', e.created_at"
             " FROM hookd.events e CROSS JOIN hookd.endpoints ep"
             " WHERE e.event_type = 'cold.backlog' AND 'cold.*' = ANY (ep.event_types)"
         )
@@ -417,8 +418,8 @@ async def status_cost(
         done = 0
         for n in sizes:
             await conn.execute(
-                "INSERT INTO hookd.deliveries (event_id, endpoint_id)"
-                " SELECT $1, g FROM generate_series($2::bigint, $3::bigint) g",
+                "INSERT INTO hookd.deliveries (event_id, endpoint_id, event_created_at)"
+                " SELECT $1, g, now() FROM generate_series($2::bigint, $3::bigint) g",
                 event_id,
                 done + 1,
                 n,

@@ -226,6 +226,27 @@ class ApiConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RetentionConfig:
+    """How long finished history is kept (docs/retention.md). History is partitioned by UTC day
+    (events and finished deliveries by the event's day, attempts by theirs), and a day goes as a
+    whole, a drop of its partitions: kept at least the time given, at most a day longer. Open
+    work (pending, retrying, paused) is never dropped, whatever its age."""
+
+    enabled: bool = True
+    """Drop history past the times below; false keeps everything (partitions are still created)."""
+    delivered_keep_s: float = 604800.0
+    """Seconds events, delivered deliveries and attempts are kept (7 days)."""
+    dead_letter_keep_s: float = 2592000.0
+    """Seconds dead letters (failed deliveries), with their events and attempts, are kept
+    (30 days); they can be retried until then."""
+    partitions_ahead: int = 3
+    """Days of partitions created ahead of today. Events of a day without a partition (the
+    daemon stopped longer than this) go to a default partition and move in when it is made."""
+    check_interval_s: float = 3600.0
+    """Seconds between maintenance steps (partitions ahead, drops); one daemon at a time runs one."""
+
+
+@dataclass(frozen=True, slots=True)
 class LogConfig:
     """Logging to stderr (journald takes it under systemd)."""
 
@@ -249,6 +270,7 @@ class Config:
     security: SecurityConfig = field(default_factory=SecurityConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     api: ApiConfig = field(default_factory=ApiConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
 
@@ -340,6 +362,9 @@ def validate(cfg: Config) -> Config:
         ("breaker.failure_threshold", cfg.breaker.failure_threshold),
         ("breaker.cooldown_s", cfg.breaker.cooldown_s),
         ("breaker.max_cooldown_s", cfg.breaker.max_cooldown_s),
+        ("retention.delivered_keep_s", cfg.retention.delivered_keep_s),
+        ("retention.dead_letter_keep_s", cfg.retention.dead_letter_keep_s),
+        ("retention.check_interval_s", cfg.retention.check_interval_s),
     ]:
         _positive(where, value)
     if d.shutdown_grace_s < 0:
@@ -375,6 +400,10 @@ def validate(cfg: Config) -> Config:
         raise ConfigError(
             'database.listen_dsn: must be set when database.pooler is "transaction": LISTEN and '
             "the awake lock need a session of their own, so give a DSN straight to PostgreSQL"
+        )
+    if not 1 <= cfg.retention.partitions_ahead <= 60:
+        raise ConfigError(
+            f"retention.partitions_ahead: must be 1-60 days, got {cfg.retention.partitions_ahead}"
         )
     _positive("admin.stats_interval_s", cfg.admin.stats_interval_s)
     if cfg.admin.max_endpoint_labels < 0:

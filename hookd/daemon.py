@@ -26,6 +26,7 @@ from hookd.errors import ConfigError, HookdError, StoreUnavailable
 from hookd.hostpool import HostPools
 from hookd.listener import Listener, shares_sessions
 from hookd.metrics import Metrics
+from hookd.retention import Retention
 from hookd.service import Service
 from hookd.store import Store
 from hookd.tokens import TokenFile
@@ -217,6 +218,8 @@ class Daemon:
             write_task = tg.create_task(writer.run(), name="writer")
             stats_task = tg.create_task(self._stats(store, dispatcher), name="stats")
             watchdog_task = tg.create_task(self._watchdog(), name="watchdog")
+            retention = Retention(store, cfg.retention, self.metrics)
+            retention_task = tg.create_task(retention.run(), name="retention")
             ready = asyncio.ensure_future(listener.ready.wait())
             if await self._unless_stopped(ready):
                 claim_task = tg.create_task(dispatcher.run(), name="dispatcher")
@@ -233,7 +236,7 @@ class Daemon:
             await dispatcher.drain(cfg.daemon.shutdown_grace_s)
             if claim_task is not None:
                 await claim_task
-            for task in (write_task, listen_task, stats_task, watchdog_task):
+            for task in (write_task, listen_task, stats_task, watchdog_task, retention_task):
                 task.cancel()
 
     @contextlib.asynccontextmanager

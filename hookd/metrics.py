@@ -204,6 +204,16 @@ class Metrics:
         self.db_errors = Counter(
             "hookd_database_errors_total", "Failed database operations.", registry=r
         )
+        self.retention_last_success = Gauge(
+            "hookd_retention_last_success_timestamp_seconds",
+            "Unix time of this process's last completed retention step (0: none yet).",
+            registry=r,
+        )
+        self.history_partitions_dropped = Counter(
+            "hookd_history_partitions_dropped_total",
+            "Day partitions of the history dropped by retention.",
+            registry=r,
+        )
         for outcome in ("delivered", "retry_scheduled", "failed", "paused"):
             self.deliveries.labels(outcome)
         # Every known label value starts at 0, so rates and ratios have data before the first

@@ -11,8 +11,8 @@ daemon's work; a delivered outcome is the one exception (a 2xx is never thrown a
 The methods are grouped by responsibility in mixins, which `Store` combines: the connection pool,
 schema check and error mapping in `hookd.store_base`, the daemon's hot path in
 `hookd.store_hotpath`, endpoints and administration in `hookd.store_admin`, the operating surface's
-reads and actions in `hookd.store_operating`, the event catalogue in `hookd.store_catalogue`, and
-capture in `hookd.store_capture` (row converters in `hookd.store_rows`). Import the store's names
+reads and actions in `hookd.store_operating`, the event catalogue in `hookd.store_catalogue`, capture in
+`hookd.store_capture`, retention in `hookd.store_retention` (row converters in `hookd.store_rows`). Import the store's names
 from here.
 """
 
@@ -30,6 +30,7 @@ from hookd.store_capture import Capture, CaptureMixin
 from hookd.store_catalogue import CatalogueMixin
 from hookd.store_hotpath import KEY_PARK_S, DueClaim, FanOut, HotPathMixin
 from hookd.store_operating import OperatingMixin, Requeued
+from hookd.store_retention import HistoryAction, HistoryPartition, RetentionMixin
 
 __all__ = [
     "KEY_PARK_S",
@@ -40,6 +41,8 @@ __all__ = [
     "Capture",
     "DueClaim",
     "FanOut",
+    "HistoryAction",
+    "HistoryPartition",
     "Requeued",
     "StatusCounts",
     "Store",
@@ -48,7 +51,7 @@ __all__ = [
 ]
 
 
-class Store(HotPathMixin, AdminMixin, OperatingMixin, CatalogueMixin, CaptureMixin):
+class Store(HotPathMixin, AdminMixin, OperatingMixin, CatalogueMixin, CaptureMixin, RetentionMixin):
     """Data access for one daemon or one CLI command, over an asyncpg pool it owns.
 
     Open one with `await Store.open(...)` and end it with `await store.close()`; tests and tools may

@@ -101,14 +101,16 @@ WITH head AS (
     FROM matched m
     LEFT JOIN unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room) ON r.endpoint_id = m.endpoint_id
 ), ins AS (
-    INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at, lease_owner,
-                                  ordering_key)
-    SELECT event_id, endpoint_id,
+    -- Straight into the partition of open deliveries: its unique (event_id, endpoint_id) is the
+    -- conflict target (a partitioned table has none without the partition key).
+    INSERT INTO hookd.deliveries_open (event_id, endpoint_id, attempts, next_attempt_at,
+                                       lease_owner, ordering_key, event_created_at)
+    SELECT pairs.event_id, pairs.endpoint_id,
            CASE WHEN lease THEN 1 ELSE 0 END,
            CASE WHEN lease THEN now() + make_interval(secs => $2) ELSE now() END,
            CASE WHEN lease THEN $3::uuid END,
-           ordering_key
-    FROM pairs
+           pairs.ordering_key, ev.created_at
+    FROM pairs JOIN ev ON ev.id = pairs.event_id
     ON CONFLICT (event_id, endpoint_id) DO NOTHING
     RETURNING id, event_id, endpoint_id, attempts, lease_owner
 )
@@ -181,7 +183,7 @@ WITH cand AS (
     UPDATE hookd.deliveries d
     SET next_attempt_at = now() + make_interval(secs => CASE WHEN c.blocked = 2 THEN $6::float8 ELSE $7::float8 END)
     FROM cand c
-    WHERE d.id = c.id AND c.blocked > 0
+    WHERE d.id = c.id AND d.state = 'pending' AND c.blocked > 0
     RETURNING d.id, d.endpoint_id
 ), leased AS (
     UPDATE hookd.deliveries d
@@ -189,7 +191,8 @@ WITH cand AS (
         next_attempt_at = now() + make_interval(secs => $2),
         lease_owner = $3
     FROM due, hookd.events e
-    WHERE d.id = due.id AND e.id = d.event_id
+    WHERE d.id = due.id AND d.state = 'pending'
+      AND e.id = d.event_id AND e.created_at = d.event_created_at
     RETURNING d.id, d.endpoint_id, d.attempts, e.id AS event_id, e.event_type, e.created_at,
               e.payload, d.created_at AS delivery_created_at, d.ordering_key
 )
@@ -206,11 +209,13 @@ SELECT p.id, p.endpoint_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, true FROM 
 -- that would stay pending for an endpoint disabled meanwhile is paused; for an endpoint deleted
 -- meanwhile it is failed. Returns the count, and the (endpoint, key) of each delivery with an
 -- ordering key that this ended (delivered or failed), for keys_next_due.
+-- Open deliveries are looked up in their own partition (`state IN ('pending', 'paused')`); only
+-- a delivered outcome that found none there looks among the dead letters (late_upd).
 WITH o AS (
     SELECT o.*, ep.id IS NOT NULL AS endpoint_exists, coalesce(ep.enabled, false) AS enabled
     FROM unnest($1::bigint[], $2::int[], $3::text[], $4::float8[], $5::int[], $6::text[], $7::bool[])
         AS o (id, attempts, state, retry_in_s, status, error, counted)
-    JOIN hookd.deliveries d0 ON d0.id = o.id
+    JOIN hookd.deliveries d0 ON d0.id = o.id AND d0.state IN ('pending', 'paused')
     LEFT JOIN hookd.endpoints ep ON ep.id = d0.endpoint_id
 ), f AS (
     SELECT o.*,
@@ -233,15 +238,26 @@ WITH o AS (
                           WHEN f.counted THEN f.error ELSE d.last_error END,
         finished_at = CASE WHEN f.final_state IN ('delivered', 'failed') THEN now() END
     FROM f
-    WHERE d.id = f.id
-      AND ((d.lease_owner = $8 AND d.attempts = f.attempts)
-           OR (f.state = 'delivered' AND d.state <> 'delivered'))
+    WHERE d.id = f.id AND d.state IN ('pending', 'paused')
+      AND ((d.lease_owner = $8 AND d.attempts = f.attempts) OR f.state = 'delivered')
+    RETURNING d.id, d.endpoint_id, d.ordering_key, d.state
+), late AS (
+    SELECT o.id, o.status FROM unnest($1::bigint[], $3::text[], $5::int[]) AS o (id, state, status)
+    WHERE o.state = 'delivered' AND o.id NOT IN (SELECT id FROM f)
+), late_upd AS (
+    -- A 2xx for a delivery failed meanwhile (its lease expired and another attempt ended it, or
+    -- its endpoint was deleted).
+    UPDATE hookd.deliveries d
+    SET state = 'delivered', lease_owner = NULL, last_status = late.status, last_error = NULL,
+        finished_at = now()
+    FROM late
+    WHERE d.id = late.id AND d.state = 'failed'
     RETURNING d.id, d.endpoint_id, d.ordering_key, d.state
 ), ended AS (
     SELECT endpoint_id, ordering_key FROM upd
     WHERE ordering_key IS NOT NULL AND state IN ('delivered', 'failed')
 )
-SELECT (SELECT count(*) FROM upd) AS applied,
+SELECT (SELECT count(*) FROM upd) + (SELECT count(*) FROM late_upd) AS applied,
        ARRAY(SELECT endpoint_id FROM ended) AS ended_endpoints,
        ARRAY(SELECT ordering_key FROM ended) AS ended_keys;
 
@@ -522,7 +538,7 @@ SELECT d.id, d.event_id, d.endpoint_id, e.event_type, e.tenant, d.state, d.attem
             THEN d.next_attempt_at END AS leased_until,
        d.last_status, d.last_error, d.created_at, d.finished_at
 FROM hookd.deliveries d
-JOIN hookd.events e ON e.id = d.event_id
+JOIN hookd.events e ON e.id = d.event_id AND e.created_at = d.event_created_at
 WHERE ($1::text IS NULL OR e.tenant = $1)
   AND ($2::bigint IS NULL OR d.id < $2)
   AND ($4::bigint IS NULL OR d.endpoint_id = $4)
@@ -593,7 +609,7 @@ FROM agg LEFT JOIN newest ON true;
 WITH sel AS (
     SELECT d.id, ep.enabled
     FROM hookd.deliveries d
-    JOIN hookd.events e ON e.id = d.event_id
+    JOIN hookd.events e ON e.id = d.event_id AND e.created_at = d.event_created_at
     JOIN hookd.endpoints ep ON ep.id = d.endpoint_id
     WHERE d.state = ANY ($3::text[])
       AND ($1::bigint[] IS NULL OR d.id = ANY ($1))
@@ -629,10 +645,10 @@ WITH ep AS (
 ), ev AS (
     INSERT INTO hookd.events (event_type, tenant, payload, fanned_out_at)
     SELECT $1, ep.tenant, $2::jsonb, now() FROM ep
-    RETURNING id
+    RETURNING id, created_at
 )
-INSERT INTO hookd.deliveries (event_id, endpoint_id)
-SELECT ev.id, ep.id FROM ev, ep
+INSERT INTO hookd.deliveries (event_id, endpoint_id, event_created_at)
+SELECT ev.id, ep.id, ev.created_at FROM ev, ep
 RETURNING id, event_id;
 
 -- name: attempt_first
@@ -732,3 +748,24 @@ LEFT JOIN pg_class cl ON cl.oid = c.relid
 LEFT JOIN pg_namespace n ON n.oid = cl.relnamespace
 WHERE $1::text IS NULL OR c.relid = to_regclass($1)
 ORDER BY 1;
+
+-- name: maintain_history
+-- One retention step at $1 (partitions ahead, drops, default-partition clean-up): see
+-- hookd.maintain_history in 031_partitioned_history.sql. $2 / $3 seconds of delivered history /
+-- dead letters to keep (NULL: keep forever), $4 days of partitions ahead.
+SELECT action, relation, row_count
+FROM hookd.maintain_history(coalesce($1::timestamptz, now()),
+                            make_interval(secs => $2::float8), make_interval(secs => $3::float8), $4);
+
+-- name: history_partitions
+-- The partitions of the history tables: parent, name, upper bound (NULL for a default
+-- partition), bytes (table, TOAST and indexes), and the planner's row estimate.
+SELECT pc.relname AS parent, c.relname AS name,
+       hookd.history_bound(c.oid::regclass) AS upper_bound,
+       pg_total_relation_size(c.oid) AS bytes, greatest(c.reltuples, 0)::bigint AS rows_estimate
+FROM pg_inherits i
+JOIN pg_class c ON c.oid = i.inhrelid
+JOIN pg_class pc ON pc.oid = i.inhparent
+WHERE pc.relnamespace = 'hookd'::regnamespace AND c.relkind = 'r'
+  AND pc.relname IN ('events', 'deliveries', 'deliveries_delivered', 'deliveries_failed', 'attempts')
+ORDER BY pc.relname, hookd.history_bound(c.oid::regclass) NULLS LAST, c.relname;

@@ -266,7 +266,8 @@ async def test_status_is_a_readable_table(dsn: str, db: asyncpg.Connection) -> N
     await db.execute("UPDATE hookd.events SET fanned_out_at = now()")
     failing_d = await db.fetchval(
         "INSERT INTO hookd.deliveries (event_id, endpoint_id, attempts, next_attempt_at,"
-        " lease_owner) VALUES ($1, $2, 1, now() + interval '30 seconds', gen_random_uuid())"
+        " lease_owner, event_created_at) VALUES ($1, $2, 1, now() + interval '30 seconds',"
+        " gen_random_uuid(), (SELECT created_at FROM hookd.events WHERE id = $1))"
         " RETURNING id",
         event_id,
         failing,
@@ -328,8 +329,10 @@ async def test_retry_of_one_delivery_is_singular(dsn: str, db: asyncpg.Connectio
         " VALUES ('order.paid', '{}', now()) RETURNING id"
     )
     d = await db.fetchval(
-        "INSERT INTO hookd.deliveries (event_id, endpoint_id, state, attempts, finished_at)"
-        " VALUES ($1, $2, 'failed', 1, now()) RETURNING id",
+        "INSERT INTO hookd.deliveries (event_id, endpoint_id, state, attempts, finished_at,"
+        " event_created_at)"
+        " VALUES ($1, $2, 'failed', 1, now(), (SELECT created_at FROM hookd.events WHERE id = $1))"
+        " RETURNING id",
         event_id,
         ep,
     )

@@ -49,8 +49,9 @@ async def test_every_endpoint_gets_its_share_from_the_start(
         )
         # All due at the same instant, as after a long stop.
         await db.execute(
-            "INSERT INTO hookd.deliveries (event_id, endpoint_id, next_attempt_at, created_at)"
-            " SELECT e.id, ep.id, now() - interval '1 day', now() - interval '1 day'"
+            "INSERT INTO hookd.deliveries (event_id, endpoint_id, next_attempt_at, created_at,"
+            " event_created_at)"
+            " SELECT e.id, ep.id, now() - interval '1 day', now() - interval '1 day', e.created_at"
             " FROM hookd.events e CROSS JOIN hookd.endpoints ep"
         )
         async with running_daemon(dsn, overrides) as daemon:

@@ -64,8 +64,10 @@ async def _delivery(
     db: asyncpg.Connection, event_id: int, endpoint_id: int, state: str = "failed"
 ) -> int:
     delivery_id: int = await db.fetchval(
-        "INSERT INTO hookd.deliveries (event_id, endpoint_id, state, attempts, finished_at)"
-        " VALUES ($1, $2, $3, 1, CASE WHEN $3 IN ('delivered', 'failed') THEN now() END)"
+        "INSERT INTO hookd.deliveries (event_id, endpoint_id, state, attempts, finished_at,"
+        " event_created_at)"
+        " VALUES ($1, $2, $3, 1, CASE WHEN $3 IN ('delivered', 'failed') THEN now() END,"
+        " (SELECT created_at FROM hookd.events WHERE id = $1))"
         " RETURNING id",
         event_id,
         endpoint_id,

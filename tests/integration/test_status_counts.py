@@ -32,8 +32,8 @@ async def _pending(db: asyncpg.Connection, n: int, state: str = "pending") -> No
         " VALUES ('x.y', '{}', now()) RETURNING id"
     )
     await db.execute(
-        "INSERT INTO hookd.deliveries (event_id, endpoint_id, state, created_at)"
-        " SELECT $1, g, $3, now() - interval '1 minute' FROM generate_series(1, $2) g",
+        "INSERT INTO hookd.deliveries (event_id, endpoint_id, state, created_at, event_created_at)"
+        " SELECT $1, g, $3, now() - interval '1 minute', now() FROM generate_series(1, $2) g",
         event_id,
         n,
         state,
