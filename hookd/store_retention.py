@@ -1,8 +1,10 @@
 """Retention: the maintenance step of the partitioned history, and what the partitions hold.
 
-`RetentionMixin.maintain_history` runs `hookd.maintain_history` (migration 031): partitions for the
-coming days, drops of day partitions past their retention (open work and what a longer retention
-still needs survive, moved to the default partitions), clean-up of the default partitions.
+`RetentionMixin.maintain_history` runs the three steps of migration 031, each its own transaction:
+partitions for the coming days (`hookd.history_prepare`), clean-up of the default partitions
+(`hookd.history_clean_defaults`), and drops of day partitions past their retention, one at a time
+(`hookd.history_drop_next`; open work and what a longer retention still needs survive, moved to
+the default partitions).
 """
 
 from __future__ import annotations
@@ -52,25 +54,31 @@ class RetentionMixin(StoreBase):
         at: datetime | None = None,
     ) -> list[HistoryAction]:
         """One retention step at `at` (default: the database's now()): partitions exist for its
-        UTC day and `ahead_days` more; day partitions whose day ended `delivered_keep_s` seconds
-        before `at` are dropped (dead letters' after `dead_letter_keep_s`); None keeps forever.
-        Pending, retrying and paused deliveries are never dropped, whatever their age. Returns
-        what it did; nothing when another step runs at the same time (an advisory lock).
+        UTC day and `ahead_days` more; rows of the default partitions past retention are deleted;
+        day partitions whose day ended `delivered_keep_s` seconds before `at` are dropped (dead
+        letters' after `dead_letter_keep_s`), one transaction each; None keeps forever. Pending,
+        retrying and paused deliveries are never dropped, whatever their age. Returns what it
+        did. Concurrent steps (several daemons) take turns on an advisory lock.
 
-        Raises Busy when a table to drop a partition from stays locked by other transactions for
-        1 s (the step undoes itself: try again later); PermissionDenied for a role without
-        EXECUTE on hookd.maintain_history.
+        Raises Busy when a table stays locked by other transactions for 1 s (the part of the step
+        under way undoes itself, the parts done stay done: try again later); PermissionDenied
+        for a role without EXECUTE on the hookd.history_* functions.
         """
+        done: list[HistoryAction] = []
         try:
-            rows = await self.pool.fetch(
-                QUERIES["maintain_history"], at, delivered_keep_s, dead_letter_keep_s, ahead_days
-            )
+            for r in await self.pool.fetch(QUERIES["history_prepare"], at, ahead_days):
+                done.append(HistoryAction("create", r["name"], 0))
+            keeps = (at, delivered_keep_s, dead_letter_keep_s)
+            for r in await self.pool.fetch(QUERIES["history_clean_defaults"], *keeps):
+                done.append(HistoryAction("delete", r["relation"], r["row_count"]))
+            while row := await self.pool.fetchrow(QUERIES["history_drop_next"], *keeps):
+                done.append(HistoryAction("drop", row["relation"], row["row_count"]))
         except asyncpg.LockNotAvailableError:
             raise Busy(
                 "a history table stayed locked by other transactions for 1 s (a long"
                 " transaction?); the retention step will be tried again"
             ) from None
-        return [HistoryAction(r["action"], r["relation"], r["row_count"]) for r in rows]
+        return done
 
     @_mapped
     async def history_partitions(self) -> list[HistoryPartition]:

@@ -19,6 +19,13 @@
 -- begins (its name says "before"); it ages out whole, like a day.
 
 -- -- partition management ------------------------------------------------------------------
+-- Three steps, each its own transaction (hookd/store_retention.py calls them in turn), so no
+-- lock is held longer than one step: history_prepare (partitions ahead), history_clean_defaults
+-- (what the default partitions hold past retention), history_drop_next (one day partition past
+-- its retention, called until it finds none). Each runs as the schema's owner (only a table's
+-- owner may add or drop its partitions) and takes the advisory lock MAINTENANCE_LOCK_KEY of
+-- hookd/retention.py, so
+-- daemons run them one at a time; lock_timeout bounds every wait (SQLSTATE 55P03: try later).
 
 -- The upper bound of range partition `part` (from PostgreSQL's own text of it: FOR VALUES FROM
 -- (…) TO ('…')); NULL for a default partition.
@@ -30,9 +37,11 @@ $$;
 
 -- Create the partition of `parent` (a table partitioned by RANGE on `key`) for the UTC day
 -- `day`, unless it exists; returns whether it did. Rows the default partition holds for that day
--- (published while no partition for it existed) move into it first. Attaching a table, rather than
--- CREATE TABLE … PARTITION OF, takes only a SHARE UPDATE EXCLUSIVE lock on the parent: publishing
--- and claims go on meanwhile.
+-- (written while no partition for it existed) move into it first.
+-- Locks: a day that may be receiving rows now (it starts within a day) is made under an ACCESS
+-- EXCLUSIVE lock on the parent, held to the end of the transaction: a concurrent insert routed to
+-- the default partition before the attach would otherwise fail its partition check after it.
+-- A later day is attached with only SHARE UPDATE EXCLUSIVE on the parent (writes go on).
 CREATE FUNCTION hookd.history_partition_create(parent text, key text, day date) RETURNS boolean
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -43,7 +52,11 @@ BEGIN
     IF to_regclass(format('hookd.%I', part)) IS NOT NULL THEN
         RETURN false;
     END IF;
-    EXECUTE format('CREATE TABLE hookd.%I (LIKE hookd.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', part, parent);
+    IF lo < now() + interval '1 day' THEN
+        EXECUTE format('LOCK TABLE hookd.%I IN ACCESS EXCLUSIVE MODE', parent);
+    END IF;
+    EXECUTE format('CREATE TABLE hookd.%I (LIKE hookd.%I INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
+                   part, parent);
     EXECUTE format('WITH moved AS (DELETE FROM hookd.%I WHERE %I >= $1 AND %I < $2 RETURNING *) '
                    'INSERT INTO hookd.%I SELECT * FROM moved',
                    parent || '_default', key, key, part) USING lo, hi;
@@ -57,135 +70,140 @@ BEGIN
 END
 $$;
 
--- Drop partition `part` of `parent`, first copying the rows `keep` selects from it (a WHERE clause
--- over the partition, alias p) into the parent again, where they land in its default partition:
--- open work and what a longer retention still needs survive the drop with their ids and times.
--- Returns the rows kept. The partition is locked against writes before its rows are read, and
--- the parent (briefly, ACCESS EXCLUSIVE) only to detach it; lock_timeout bounds both waits.
-CREATE FUNCTION hookd.history_partition_drop(parent text, part text, keep text) RETURNS bigint
-LANGUAGE plpgsql AS $$
-DECLARE
-    kept bigint := 0;
-BEGIN
-    EXECUTE format('LOCK TABLE hookd.%I IN SHARE MODE', part);
-    IF keep IS NOT NULL THEN
-        EXECUTE format('CREATE TEMP TABLE hookd_kept ON COMMIT DROP AS SELECT * FROM hookd.%I p WHERE %s',
-                       part, keep);
-        GET DIAGNOSTICS kept = ROW_COUNT;
-    END IF;
-    EXECUTE format('ALTER TABLE hookd.%I DETACH PARTITION hookd.%I', parent, part);
-    EXECUTE format('DROP TABLE hookd.%I', part);
-    IF keep IS NOT NULL THEN
-        IF kept > 0 THEN
-            EXECUTE format('INSERT INTO hookd.%I OVERRIDING SYSTEM VALUE SELECT * FROM hookd_kept',
-                           parent);
-        END IF;
-        DROP TABLE hookd_kept;
-    END IF;
-    RETURN kept;
-END
-$$;
-
--- One maintenance step at time `at`: partitions for the days from `at`'s to `ahead` days later
--- exist; day partitions whose day ended `delivered_keep` before `at` are dropped (events and
--- delivered deliveries of those days, attempts made then), and dead letters' after
--- `dead_letter_keep`. Kept across a drop, in the default partitions: events not fanned out yet
--- or still needed by an open delivery or a dead letter within its retention, and the attempts of
--- those deliveries. Rows in the default partitions are deleted by the same rules. Idempotency
--- keys live as long as delivered history. Returns one row per action (create, drop, delete) with
--- the table and the rows kept or deleted. Runs as the schema's owner (partitions are created and
--- dropped by the owner of their parent); one run at a time (an advisory lock; a second caller
--- gets no rows). A NULL retention keeps that history forever.
-CREATE FUNCTION hookd.maintain_history(
-    at timestamptz,
-    delivered_keep interval,
-    dead_letter_keep interval,
-    ahead integer
-) RETURNS TABLE (action text, relation text, row_count bigint)
+-- Partitions for the UTC days from `at`'s to `ahead` days later: the names of those created.
+CREATE FUNCTION hookd.history_prepare(at timestamptz, ahead integer) RETURNS SETOF text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '1s'
 AS $$
 DECLARE
     today date := (at AT TIME ZONE 'UTC')::date;
-    d date;
     parent text;
-    keys text[];
-    part record;
-    n bigint;
-    drop_before timestamptz := at - delivered_keep;
-    dead_before timestamptz := at - dead_letter_keep;
-    keep_events text := 'p.fanned_out_at IS NULL'
-        ' OR p.id IN (SELECT event_id FROM hookd.deliveries_open)'
-        ' OR p.id IN (SELECT event_id FROM hookd.deliveries_failed)';
-    keep_attempts text := 'p.delivery_id IN (SELECT id FROM hookd.deliveries_open)'
-        ' OR p.delivery_id IN (SELECT id FROM hookd.deliveries_failed)';
 BEGIN
-    -- Key: hookd.retention.MAINTENANCE_LOCK_KEY.
-    IF NOT pg_try_advisory_xact_lock(114827819967586) THEN
-        RETURN;
-    END IF;
+    PERFORM pg_advisory_xact_lock(114827819967586);
     FOR i IN 0..ahead LOOP
-        d := today + i;
         FOREACH parent IN ARRAY ARRAY['events', 'deliveries_delivered', 'deliveries_failed', 'attempts'] LOOP
             IF hookd.history_partition_create(parent, CASE parent
                     WHEN 'events' THEN 'created_at' WHEN 'attempts' THEN 'started_at'
-                    ELSE 'event_created_at' END, d) THEN
-                action := 'create'; relation := parent || '_' || to_char(d, 'YYYYMMDD'); row_count := 0;
-                RETURN NEXT;
+                    ELSE 'event_created_at' END, today + i) THEN
+                RETURN NEXT parent || '_' || to_char(today + i, 'YYYYMMDD');
             END IF;
         END LOOP;
     END LOOP;
-    -- What the default partitions hold past its retention (kept across an earlier drop, or
-    -- written while no partition existed for its day). Before the drops, which lock their
-    -- parents until the end of the transaction.
-    DELETE FROM hookd.deliveries_delivered_default WHERE event_created_at < drop_before;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN action := 'delete'; relation := 'deliveries_delivered_default'; row_count := n; RETURN NEXT; END IF;
-    DELETE FROM hookd.deliveries_failed_default WHERE event_created_at < dead_before;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN action := 'delete'; relation := 'deliveries_failed_default'; row_count := n; RETURN NEXT; END IF;
-    DELETE FROM hookd.attempts_default p WHERE p.started_at < drop_before
-        AND NOT (p.delivery_id IN (SELECT id FROM hookd.deliveries_open)
-                 OR p.delivery_id IN (SELECT id FROM hookd.deliveries_failed));
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN action := 'delete'; relation := 'attempts_default'; row_count := n; RETURN NEXT; END IF;
-    DELETE FROM hookd.events_default p WHERE p.created_at < drop_before
-        AND NOT (p.fanned_out_at IS NULL
-                 OR p.id IN (SELECT event_id FROM hookd.deliveries_open)
-                 OR p.id IN (SELECT event_id FROM hookd.deliveries_failed));
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN action := 'delete'; relation := 'events_default'; row_count := n; RETURN NEXT; END IF;
-    DELETE FROM hookd.idempotency_keys WHERE created_at < drop_before;
-    GET DIAGNOSTICS n = ROW_COUNT;
-    IF n > 0 THEN action := 'delete'; relation := 'idempotency_keys'; row_count := n; RETURN NEXT; END IF;
-    -- Oldest first; deliveries before the events and attempts that are kept for them.
-    FOR part IN
-        SELECT c.relname::text AS part, pc.relname::text AS parent,
-               hookd.history_bound(c.oid::regclass) AS hi
-        FROM pg_inherits i
-        JOIN pg_class c ON c.oid = i.inhrelid
-        JOIN pg_class pc ON pc.oid = i.inhparent
-        WHERE pc.relnamespace = 'hookd'::regnamespace
-          AND pc.relname IN ('events', 'deliveries_delivered', 'deliveries_failed', 'attempts')
-          AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
-        ORDER BY 3, CASE pc.relname WHEN 'deliveries_delivered' THEN 0 WHEN 'deliveries_failed' THEN 1
-                                    WHEN 'attempts' THEN 2 ELSE 3 END
-    LOOP
-        IF part.parent = 'deliveries_failed' THEN
-            CONTINUE WHEN dead_before IS NULL OR part.hi > dead_before;
-            n := hookd.history_partition_drop(part.parent, part.part, NULL);
-        ELSE
-            CONTINUE WHEN drop_before IS NULL OR part.hi > drop_before;
-            n := hookd.history_partition_drop(part.parent, part.part, CASE part.parent
-                WHEN 'events' THEN keep_events WHEN 'attempts' THEN keep_attempts END);
-        END IF;
-        action := 'drop'; relation := part.part; row_count := n;
-        RETURN NEXT;
-    END LOOP;
 END
 $$;
-REVOKE EXECUTE ON FUNCTION hookd.maintain_history(timestamptz, interval, interval, integer) FROM PUBLIC;
+
+-- Delete what the default partitions hold past its retention at `at` (rows kept across the drop
+-- of their day, or written while no partition existed for it), by the rules of
+-- history_drop_next; NULL keeps forever. Returns (default partition, rows deleted) for each
+-- that lost rows.
+CREATE FUNCTION hookd.history_clean_defaults(
+    at timestamptz, delivered_keep interval, dead_letter_keep interval
+) RETURNS TABLE (relation text, row_count bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '1s'
+AS $$
+DECLARE
+    drop_before timestamptz := at - delivered_keep;
+    dead_before timestamptz := at - dead_letter_keep;
+BEGIN
+    PERFORM pg_advisory_xact_lock(114827819967586);
+    DELETE FROM hookd.deliveries_delivered_default WHERE event_created_at < drop_before;
+    GET DIAGNOSTICS row_count = ROW_COUNT;
+    relation := 'deliveries_delivered_default'; RETURN NEXT;
+    DELETE FROM hookd.deliveries_failed_default WHERE event_created_at < dead_before;
+    GET DIAGNOSTICS row_count = ROW_COUNT;
+    relation := 'deliveries_failed_default'; RETURN NEXT;
+    DELETE FROM hookd.attempts_default p WHERE p.started_at < drop_before
+        AND NOT EXISTS (SELECT 1 FROM hookd.deliveries_open o WHERE o.id = p.delivery_id)
+        AND NOT EXISTS (SELECT 1 FROM hookd.deliveries_failed f WHERE f.id = p.delivery_id);
+    GET DIAGNOSTICS row_count = ROW_COUNT;
+    relation := 'attempts_default'; RETURN NEXT;
+    DELETE FROM hookd.events_default p WHERE p.created_at < drop_before
+        AND p.fanned_out_at IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM hookd.deliveries_open o WHERE o.event_id = p.id)
+        AND NOT EXISTS (SELECT 1 FROM hookd.deliveries_failed f WHERE f.event_id = p.id);
+    GET DIAGNOSTICS row_count = ROW_COUNT;
+    relation := 'events_default'; RETURN NEXT;
+    DELETE FROM hookd.idempotency_keys WHERE created_at < drop_before;
+    GET DIAGNOSTICS row_count = ROW_COUNT;
+    relation := 'idempotency_keys'; RETURN NEXT;
+END
+$$;
+
+-- Drop the oldest day partition past its retention at `at`, if any: events, delivered
+-- deliveries and attempts of days that ended `delivered_keep` before `at`, dead letters of days
+-- that ended `dead_letter_keep` before it (NULL: never). Rows still needed are first copied back
+-- into the parent, where they land in its default partition with their ids and times: events
+-- not fanned out yet or with an open delivery or a dead letter, and the attempts of open
+-- deliveries and dead letters. Open deliveries have a partition of their own, never dropped.
+-- Returns (partition, rows kept), or no row when nothing is due.
+-- Locks: ACCESS EXCLUSIVE on the partition's parent, taken first (no deadlock with a writer
+-- that holds the parent and waits for the partition) and held for the copy, which reads the
+-- partition by index from the (small) sets of open deliveries and dead letters.
+CREATE FUNCTION hookd.history_drop_next(
+    at timestamptz, delivered_keep interval, dead_letter_keep interval
+) RETURNS TABLE (relation text, row_count bigint)
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+SET lock_timeout = '1s'
+AS $$
+DECLARE
+    drop_before timestamptz := at - delivered_keep;
+    dead_before timestamptz := at - dead_letter_keep;
+    victim record;
+    keep text;
+BEGIN
+    PERFORM pg_advisory_xact_lock(114827819967586);
+    SELECT c.relname::text AS part, pc.relname::text AS parent,
+           hookd.history_bound(c.oid::regclass) AS hi
+    INTO victim
+    FROM pg_inherits i
+    JOIN pg_class c ON c.oid = i.inhrelid
+    JOIN pg_class pc ON pc.oid = i.inhparent
+    WHERE pc.relnamespace = 'hookd'::regnamespace
+      AND pc.relname IN ('events', 'deliveries_delivered', 'deliveries_failed', 'attempts')
+      AND pg_get_expr(c.relpartbound, c.oid) <> 'DEFAULT'
+      AND hookd.history_bound(c.oid::regclass)
+          <= CASE WHEN pc.relname = 'deliveries_failed' THEN dead_before ELSE drop_before END
+    -- Oldest first; of one day, deliveries before the events and attempts kept for them.
+    ORDER BY 3, CASE pc.relname WHEN 'deliveries_delivered' THEN 0 WHEN 'deliveries_failed' THEN 1
+                                WHEN 'attempts' THEN 2 ELSE 3 END
+    LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN;
+    END IF;
+    EXECUTE format('LOCK TABLE hookd.%I IN ACCESS EXCLUSIVE MODE', victim.parent);
+    keep := CASE victim.parent
+        WHEN 'events' THEN format(
+            'p.id IN (SELECT q.id FROM hookd.%I q WHERE q.fanned_out_at IS NULL'
+            ' UNION ALL SELECT event_id FROM hookd.deliveries_open'
+            ' UNION ALL SELECT event_id FROM hookd.deliveries_failed)', victim.part)
+        WHEN 'attempts' THEN
+            'p.delivery_id IN (SELECT id FROM hookd.deliveries_open'
+            ' UNION ALL SELECT id FROM hookd.deliveries_failed)'
+        END;
+    row_count := 0;
+    IF keep IS NOT NULL THEN
+        EXECUTE format('CREATE TEMP TABLE hookd_kept ON COMMIT DROP AS SELECT * FROM hookd.%I p WHERE %s',
+                       victim.part, keep);
+        GET DIAGNOSTICS row_count = ROW_COUNT;
+    END IF;
+    EXECUTE format('ALTER TABLE hookd.%I DETACH PARTITION hookd.%I', victim.parent, victim.part);
+    EXECUTE format('DROP TABLE hookd.%I', victim.part);
+    IF keep IS NOT NULL THEN
+        EXECUTE format('INSERT INTO hookd.%I OVERRIDING SYSTEM VALUE SELECT * FROM hookd_kept',
+                       victim.parent);
+        DROP TABLE hookd_kept;
+    END IF;
+    relation := victim.part;
+    RETURN NEXT;
+END
+$$;
+REVOKE EXECUTE ON FUNCTION hookd.history_prepare(timestamptz, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION hookd.history_clean_defaults(timestamptz, interval, interval) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION hookd.history_drop_next(timestamptz, interval, interval) FROM PUBLIC;
 
 -- -- the old tables step aside ---------------------------------------------------------------
 -- Their constraints, indexes and identity sequences go first: the new tables reuse the names.

@@ -749,13 +749,25 @@ LEFT JOIN pg_namespace n ON n.oid = cl.relnamespace
 WHERE $1::text IS NULL OR c.relid = to_regclass($1)
 ORDER BY 1;
 
--- name: maintain_history
--- One retention step at $1 (partitions ahead, drops, default-partition clean-up): see
--- hookd.maintain_history in 031_partitioned_history.sql. $2 / $3 seconds of delivered history /
--- dead letters to keep (NULL: keep forever), $4 days of partitions ahead.
-SELECT action, relation, row_count
-FROM hookd.maintain_history(coalesce($1::timestamptz, now()),
-                            make_interval(secs => $2::float8), make_interval(secs => $3::float8), $4);
+-- name: history_prepare
+-- Retention, step 1 (hookd/store_retention.py; the functions are in 031_partitioned_history.sql):
+-- partitions for the UTC days of $1 (NULL: now()) and $2 more.
+SELECT name FROM hookd.history_prepare(coalesce($1::timestamptz, now()), $2) AS name;
+
+-- name: history_clean_defaults
+-- Step 2: rows of the default partitions past retention at $1; $2 / $3 seconds of delivered
+-- history / dead letters to keep (NULL: forever).
+SELECT relation, row_count
+FROM hookd.history_clean_defaults(coalesce($1::timestamptz, now()),
+                                  make_interval(secs => $2::float8),
+                                  make_interval(secs => $3::float8))
+WHERE row_count > 0;
+
+-- name: history_drop_next
+-- Step 3, repeated until it returns no row: the oldest day partition past retention.
+SELECT relation, row_count
+FROM hookd.history_drop_next(coalesce($1::timestamptz, now()), make_interval(secs => $2::float8),
+                             make_interval(secs => $3::float8));
 
 -- name: history_partitions
 -- The partitions of the history tables: parent, name, upper bound (NULL for a default
