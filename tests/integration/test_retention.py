@@ -15,6 +15,10 @@ import asyncpg
 import pytest
 import pytest_asyncio
 
+from hookd.config import RetentionConfig
+from hookd.errors import Busy
+from hookd.metrics import Metrics
+from hookd.retention import Retention
 from hookd.store import Store
 
 from support.daemon import add_endpoint, publish, running_daemon, wait_until
@@ -176,13 +180,25 @@ async def test_a_daemon_makes_partitions_ahead_as_configured(
     day = (datetime.now(UTC).date() + timedelta(days=6)).strftime("%Y%m%d")
     part = f"hookd.events_{day}"
     assert await db.fetchval("SELECT to_regclass($1)", part) is None
-    async with running_daemon(dsn, {"retention": {"partitions_ahead": 6}}) as daemon:
+    async with running_daemon(dsn, {"retention": {"partitions_ahead": 6}}):
         await wait_until(db, "SELECT to_regclass($1) IS NOT NULL", part)
-        # The gauge is set when the whole step ends (drops too): a bounded poll of it.
-        gauge = daemon.metrics.retention_last_success._value
-        async with asyncio.timeout(5):
-            while gauge.get() == 0:
-                await asyncio.sleep(0.01)
+
+
+async def test_a_step_is_counted_and_a_locked_table_makes_it_give_up(
+    dsn: str, db: asyncpg.Connection, store: Store
+) -> None:
+    metrics = Metrics()
+    retention = Retention(store, RetentionConfig(delivered_keep_s=KEEP_S), metrics)
+    assert await retention.step()
+    assert metrics.retention_last_success._value.get() > 0
+    # A transaction that holds hookd.events keeps a drop of today's events from getting its
+    # lock: the step gives up after 1 s (lock_timeout) and leaves the day in place.
+    async with db.transaction():
+        await db.execute("LOCK TABLE hookd.events IN ROW EXCLUSIVE MODE")
+        with pytest.raises(Busy):
+            await store.maintain_history(KEEP_S, DEAD_KEEP_S, 3, at=_days_later(8))
+    today = datetime.now(UTC).strftime("%Y%m%d")
+    assert await db.fetchval("SELECT to_regclass($1)", f"hookd.events_{today}") is not None
 
 
 async def test_days_dropped_under_load_lose_and_repeat_nothing(
