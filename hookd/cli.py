@@ -12,8 +12,8 @@ reader of stdout went away (`hookd ... | head -1`).
 
 The commands live in modules next to this one, one per group: hookd/cli_endpoints.py (with
 hookd/cli_endpoint_views.py for list and show, hookd/cli_endpoint_flags.py for its flags),
-hookd/cli_deliveries.py, hookd/cli_capture.py, hookd/cli_catalogue.py and hookd/cli_admin.py
-(migrate, run, keygen, demo, api-token), with what they share in hookd/cli_common.py; this module
+hookd/cli_deliveries.py, hookd/cli_capture.py, hookd/cli_catalogue.py, hookd/cli_retention.py and
+hookd/cli_admin.py (migrate, run, keygen, demo, api-token), with what they share in hookd/cli_common.py; this module
 wires them into one parser and runs the chosen command.
 """
 
@@ -26,7 +26,15 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hookd import __version__, cli_admin, cli_capture, cli_catalogue, cli_deliveries, cli_endpoints
+from hookd import (
+    __version__,
+    cli_admin,
+    cli_capture,
+    cli_catalogue,
+    cli_deliveries,
+    cli_endpoints,
+    cli_retention,
+)
 from hookd.cli_common import EXIT_BROKEN_PIPE, EXIT_USAGE, _db_args, _with_service
 from hookd.errors import HookdError
 
@@ -47,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     cli_admin.add_demo_parser(sub)
     cli_catalogue.add_parser(sub, _db_args, _with_service)
     cli_admin.add_api_token_parser(sub)
+    cli_retention.add_retention_parser(sub)
     return parser
 
 
