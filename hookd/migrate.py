@@ -160,6 +160,9 @@ SELECT current_user::text AS role, n.oid IS NOT NULL AS schema_exists, array(
         CROSS JOIN unnest(ARRAY['SELECT', 'INSERT', 'UPDATE', 'DELETE'])
             WITH ORDINALITY AS p (priv, i)
         WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p')
+          -- Partitions are reached through their parents (whose privileges count), except the
+          -- open deliveries, which fan-out inserts into by name.
+          AND (NOT c.relispartition OR c.relname = 'deliveries_open')
           AND NOT has_table_privilege(c.oid, p.priv)
         GROUP BY c.oid
         UNION ALL
@@ -179,8 +182,9 @@ async def missing_privileges(
     """The error for a role that lacks part of the daemon role's privileges (`daemon_grants`),
     naming the first thing missing; None if it has them all or there is no hookd schema yet.
 
-    Checked: USAGE on the schema, SELECT/INSERT/UPDATE/DELETE on every table, EXECUTE on every
-    function. Not the sequences: identity columns draw their values without a privilege check.
+    Checked: USAGE on the schema, SELECT/INSERT/UPDATE/DELETE on every table (of the
+    partitions only `deliveries_open`, which fan-out names; the day partitions retention makes are
+    reached through their parents), EXECUTE on every function. Not the sequences: identity columns draw their values without a privilege check.
     Reads only the catalogs, which every role may read.
     """
     row = await conn.fetchrow(_MISSING)
