@@ -215,7 +215,7 @@ BEGIN
         SELECT con.conrelid::regclass AS tbl, con.conname
         FROM pg_constraint con
         WHERE con.conrelid IN ('hookd.events'::regclass, 'hookd.deliveries'::regclass)
-          AND con.contype IN ('f', 'p', 'u')
+          AND con.contype IN ('f', 'p', 'u', 'c')
         ORDER BY con.contype = 'f' DESC
     LOOP
         EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', r.tbl, r.conname);
@@ -254,27 +254,17 @@ CREATE TABLE hookd.events (
     -- Set when the daemon has created this event's deliveries.
     fanned_out_at timestamptz,
     ordering_key text COLLATE "C",
-    fan_out_cursor bigint,
-    PRIMARY KEY (id, created_at)
+    fan_out_cursor bigint
 ) PARTITION BY RANGE (created_at);
 CREATE TABLE hookd.events_default PARTITION OF hookd.events DEFAULT;
--- The indexes of versions 1-30, on every partition. A partial index of what is pending stays
--- near empty in every partition but today's, so the claim reads little whatever the history.
-CREATE INDEX events_pending_fanout ON hookd.events (id) WHERE fanned_out_at IS NULL;
-CREATE INDEX events_by_type ON hookd.events (event_type, id);
-CREATE INDEX events_by_tenant ON hookd.events (tenant, id) WHERE tenant IS NOT NULL;
-CREATE INDEX events_pending_by_key ON hookd.events (ordering_key, id)
-    WHERE ordering_key IS NOT NULL AND fanned_out_at IS NULL;
 
 -- (coalesce(tenant, ''), key) → the event it published; kept as long as delivered history.
 CREATE TABLE hookd.idempotency_keys (
     tenant_key text NOT NULL,
     idempotency_key text NOT NULL,
     event_id bigint NOT NULL,
-    created_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (tenant_key, idempotency_key)
+    created_at timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX idempotency_keys_age ON hookd.idempotency_keys (created_at);
 
 -- No foreign key to events (a partitioned events has no unique id alone) or endpoints: fan-out
 -- creates deliveries only for events it reads, and retention drops an event only with its
@@ -306,20 +296,6 @@ CREATE TABLE hookd.deliveries_delivered_default PARTITION OF hookd.deliveries_de
 CREATE TABLE hookd.deliveries_failed PARTITION OF hookd.deliveries FOR VALUES IN ('failed')
     PARTITION BY RANGE (event_created_at);
 CREATE TABLE hookd.deliveries_failed_default PARTITION OF hookd.deliveries_failed DEFAULT;
--- On every partition: by id, an endpoint's newest first, an event's deliveries.
-CREATE INDEX deliveries_id ON hookd.deliveries (id);
-CREATE INDEX deliveries_by_endpoint ON hookd.deliveries (endpoint_id, id);
-CREATE INDEX deliveries_paused_failed ON hookd.deliveries (state) WHERE state IN ('paused', 'failed');
-CREATE INDEX deliveries_by_event_delivered ON hookd.deliveries_delivered (event_id, endpoint_id);
-CREATE INDEX deliveries_by_event_failed ON hookd.deliveries_failed (event_id, endpoint_id);
--- Open work only: one delivery per (event, endpoint) while open (fan-out inserts here with ON
--- CONFLICT), due claims, the head-of-key checks, the oldest pending.
-CREATE UNIQUE INDEX deliveries_open_pair ON hookd.deliveries_open (event_id, endpoint_id);
-CREATE INDEX deliveries_due_by_endpoint ON hookd.deliveries_open (endpoint_id, next_attempt_at)
-    WHERE state = 'pending';
-CREATE INDEX deliveries_open_by_key ON hookd.deliveries_open (endpoint_id, ordering_key, event_id)
-    WHERE ordering_key IS NOT NULL;
-CREATE INDEX deliveries_pending_age ON hookd.deliveries_open (created_at) WHERE state = 'pending';
 
 CREATE TABLE hookd.attempts (
     delivery_id bigint NOT NULL,
@@ -331,8 +307,6 @@ CREATE TABLE hookd.attempts (
     response_body text
 ) PARTITION BY RANGE (started_at);
 CREATE TABLE hookd.attempts_default PARTITION OF hookd.attempts DEFAULT;
-CREATE INDEX attempts_delivery ON hookd.attempts (delivery_id);
-CREATE INDEX attempts_started ON hookd.attempts (started_at);
 
 -- -- the rows move over ----------------------------------------------------------------------
 -- Everything before today into one "before" partition per table; today and the next days get
@@ -380,6 +354,35 @@ SELECT setval('hookd.events_id_seq', greatest(events, 1), events IS NOT NULL AND
        setval('hookd.deliveries_id_seq', greatest(deliveries, 1), deliveries IS NOT NULL AND deliveries > 0)
 FROM hookd_v30_ids;
 DROP TABLE hookd.attempts_v30, hookd.deliveries_v30, hookd.events_v30;
+-- -- indexes, built once the rows are in (faster than row by row) ----------------------------
+-- The primary keys include the partition key, as PostgreSQL requires of a unique index on a
+-- partitioned table.
+ALTER TABLE hookd.events ADD PRIMARY KEY (id, created_at);
+ALTER TABLE hookd.idempotency_keys ADD PRIMARY KEY (tenant_key, idempotency_key);
+-- The indexes of versions 1-30, on every partition. A partial index of what is pending stays
+-- near empty in every partition but today's, so the claim reads little whatever the history.
+CREATE INDEX events_pending_fanout ON hookd.events (id) WHERE fanned_out_at IS NULL;
+CREATE INDEX events_by_type ON hookd.events (event_type, id);
+CREATE INDEX events_by_tenant ON hookd.events (tenant, id) WHERE tenant IS NOT NULL;
+CREATE INDEX events_pending_by_key ON hookd.events (ordering_key, id)
+    WHERE ordering_key IS NOT NULL AND fanned_out_at IS NULL;
+CREATE INDEX idempotency_keys_age ON hookd.idempotency_keys (created_at);
+-- On every partition: by id, an endpoint's newest first, an event's deliveries.
+CREATE INDEX deliveries_id ON hookd.deliveries (id);
+CREATE INDEX deliveries_by_endpoint ON hookd.deliveries (endpoint_id, id);
+CREATE INDEX deliveries_paused_failed ON hookd.deliveries (state) WHERE state IN ('paused', 'failed');
+CREATE INDEX deliveries_by_event_delivered ON hookd.deliveries_delivered (event_id, endpoint_id);
+CREATE INDEX deliveries_by_event_failed ON hookd.deliveries_failed (event_id, endpoint_id);
+-- Open work only: one delivery per (event, endpoint) while open (fan-out inserts here with ON
+-- CONFLICT), due claims, the head-of-key checks, the oldest pending.
+CREATE UNIQUE INDEX deliveries_open_pair ON hookd.deliveries_open (event_id, endpoint_id);
+CREATE INDEX deliveries_due_by_endpoint ON hookd.deliveries_open (endpoint_id, next_attempt_at)
+    WHERE state = 'pending';
+CREATE INDEX deliveries_open_by_key ON hookd.deliveries_open (endpoint_id, ordering_key, event_id)
+    WHERE ordering_key IS NOT NULL;
+CREATE INDEX deliveries_pending_age ON hookd.deliveries_open (created_at) WHERE state = 'pending';
+CREATE INDEX attempts_delivery ON hookd.attempts (delivery_id);
+CREATE INDEX attempts_started ON hookd.attempts (started_at);
 ANALYZE hookd.events, hookd.deliveries, hookd.attempts, hookd.idempotency_keys;
 
 DO $$
