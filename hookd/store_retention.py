@@ -1,7 +1,7 @@
 """Retention: the maintenance step of the partitioned history, and what the partitions hold.
 
 `RetentionMixin.maintain_history` runs the three steps of migration 031, each its own transaction:
-partitions for the coming days (`hookd.history_prepare`), clean-up of the default partitions
+partitions for the coming days, one at a time (`hookd.history_prepare_next`), clean-up of the default partitions
 (`hookd.history_clean_defaults`), and drops of day partitions past their retention, one at a time
 (`hookd.history_drop_next`; open work and what a longer retention still needs survive, moved to
 the default partitions).
@@ -58,7 +58,8 @@ class RetentionMixin(StoreBase):
         day partitions whose day ended `delivered_keep_s` seconds before `at` are dropped (dead
         letters' after `dead_letter_keep_s`), one transaction each; None keeps forever. Pending,
         retrying and paused deliveries are never dropped, whatever their age. Returns what it
-        did. Concurrent steps (several daemons) take turns on an advisory lock.
+        did. Every creation and every drop is a transaction of its own; concurrent steps (several
+        daemons) take turns on an advisory lock.
 
         Raises Busy when a table stays locked by other transactions for 1 s (the part of the step
         under way undoes itself, the parts done stay done: try again later); PermissionDenied
@@ -66,8 +67,8 @@ class RetentionMixin(StoreBase):
         """
         done: list[HistoryAction] = []
         try:
-            for r in await self.pool.fetch(QUERIES["history_prepare"], at, ahead_days):
-                done.append(HistoryAction("create", r["name"], 0))
+            while name := await self.pool.fetchval(QUERIES["history_prepare_next"], at, ahead_days):
+                done.append(HistoryAction("create", name, 0))
             keeps = (at, delivered_keep_s, dead_letter_keep_s)
             for r in await self.pool.fetch(QUERIES["history_clean_defaults"], *keeps):
                 done.append(HistoryAction("delete", r["relation"], r["row_count"]))

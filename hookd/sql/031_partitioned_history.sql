@@ -19,10 +19,11 @@
 -- begins (its name says "before"); it ages out whole, like a day.
 
 -- -- partition management ------------------------------------------------------------------
--- Three steps, each its own transaction (hookd/store_retention.py calls them in turn), so no
--- lock is held longer than one step: history_prepare (partitions ahead), history_clean_defaults
--- (what the default partitions hold past retention), history_drop_next (one day partition past
--- its retention, called until it finds none). Each runs as the schema's owner (only a table's
+-- Three kinds of short transactions (hookd/store_retention.py calls them in turn), so no lock
+-- is held long and none is held while another is awaited: history_prepare_next (one partition
+-- ahead, called until none is missing), history_clean_defaults (what the default partitions hold
+-- past retention), history_drop_next (one day partition past its retention, called until it
+-- finds none). Each runs as the schema's owner (only a table's
 -- owner may add or drop its partitions) and takes the advisory lock MAINTENANCE_LOCK_KEY of
 -- hookd/retention.py, so
 -- daemons run them one at a time; lock_timeout bounds every wait (SQLSTATE 55P03: try later).
@@ -70,8 +71,11 @@ BEGIN
 END
 $$;
 
--- Partitions for the UTC days from `at`'s to `ahead` days later: the names of those created.
-CREATE FUNCTION hookd.history_prepare(at timestamptz, ahead integer) RETURNS SETOF text
+-- Create the first missing partition for the UTC days from `at`'s to `ahead` days later; its
+-- name, or NULL when none is missing. One per call (and transaction): a creation locks the
+-- parent's default partition until commit, and a reader of several history tables could
+-- otherwise hold one default while waiting for another that this holds.
+CREATE FUNCTION hookd.history_prepare_next(at timestamptz, ahead integer) RETURNS text
 LANGUAGE plpgsql SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 SET lock_timeout = '1s'
@@ -86,10 +90,11 @@ BEGIN
             IF hookd.history_partition_create(parent, CASE parent
                     WHEN 'events' THEN 'created_at' WHEN 'attempts' THEN 'started_at'
                     ELSE 'event_created_at' END, today + i) THEN
-                RETURN NEXT parent || '_' || to_char(today + i, 'YYYYMMDD');
+                RETURN parent || '_' || to_char(today + i, 'YYYYMMDD');
             END IF;
         END LOOP;
     END LOOP;
+    RETURN NULL;
 END
 $$;
 
@@ -201,7 +206,7 @@ BEGIN
     RETURN NEXT;
 END
 $$;
-REVOKE EXECUTE ON FUNCTION hookd.history_prepare(timestamptz, integer) FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION hookd.history_prepare_next(timestamptz, integer) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION hookd.history_clean_defaults(timestamptz, interval, interval) FROM PUBLIC;
 REVOKE EXECUTE ON FUNCTION hookd.history_drop_next(timestamptz, interval, interval) FROM PUBLIC;
 

@@ -749,10 +749,11 @@ LEFT JOIN pg_namespace n ON n.oid = cl.relnamespace
 WHERE $1::text IS NULL OR c.relid = to_regclass($1)
 ORDER BY 1;
 
--- name: history_prepare
--- Retention, step 1 (hookd/store_retention.py; the functions are in 031_partitioned_history.sql):
--- partitions for the UTC days of $1 (NULL: now()) and $2 more.
-SELECT name FROM hookd.history_prepare(coalesce($1::timestamptz, now()), $2) AS name;
+-- name: history_prepare_next
+-- Retention, step 1 (hookd/store_retention.py; the functions are in 031_partitioned_history.sql),
+-- repeated until it returns NULL: the next missing partition for the UTC days of $1 (NULL:
+-- now()) and $2 more.
+SELECT hookd.history_prepare_next(coalesce($1::timestamptz, now()), $2) AS name;
 
 -- name: history_clean_defaults
 -- Step 2: rows of the default partitions past retention at $1; $2 / $3 seconds of delivered
