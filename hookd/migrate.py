@@ -243,13 +243,26 @@ async def apply_to(
 
 
 async def apply(
-    conn: asyncpg.Connection, *, app_role: str | None = None, daemon_role: str | None = None
+    conn: asyncpg.Connection,
+    *,
+    app_role: str | None = None,
+    daemon_role: str | None = None,
+    target: int | None = None,
 ) -> list[int]:
     """Bring the hookd schema up to date on `conn`; return the versions applied now (maybe none).
     Then grant `app_role` and `daemon_role` (when given) their privileges.
 
+    `target` stops at that version: only the migrations numbered up to it are applied (None: all
+    of them). It never goes back: a schema already past `target` is left as it is. For building
+    the schema of an older release, e.g. the upgrade tests' fixture (tests/fixtures/).
+
     Everything runs in one transaction: a failing migration or grant leaves the schema as it was.
+
+    Raises:
+        ValueError: `target` is not the version of a packaged migration.
     """
+    if target is not None and target not in {m.version for m in available()}:
+        raise ValueError(f"no migration with version {target}")
     applied_now: list[int] = []
     grants: Sequence[str] = [
         *(app_grants(app_role) if app_role else ()),
@@ -271,7 +284,7 @@ async def apply(
             r["version"] for r in await conn.fetch("SELECT version FROM hookd.schema_migrations")
         }
         for mig in available():
-            if mig.version in done:
+            if mig.version in done or (target is not None and mig.version > target):
                 continue
             await conn.execute(mig.sql)
             await conn.execute(
