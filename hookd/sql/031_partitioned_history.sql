@@ -235,8 +235,9 @@ BEGIN
 END
 $$;
 CREATE TEMP TABLE hookd_v30_ids ON COMMIT DROP AS
-    SELECT (SELECT last_value FROM hookd.events_id_seq) AS events,
-           (SELECT last_value FROM hookd.deliveries_id_seq) AS deliveries;
+    SELECT e.last_value AS events, e.is_called AS events_called,
+           d.last_value AS deliveries, d.is_called AS deliveries_called
+    FROM hookd.events_id_seq e, hookd.deliveries_id_seq d;
 -- A strict-mode trigger (021) is carried over below.
 CREATE TEMP TABLE hookd_v30_strict ON COMMIT DROP AS
     SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = 'hookd.events'::regclass
@@ -355,8 +356,9 @@ INSERT INTO hookd.attempts (delivery_id, attempt, started_at, duration_s, status
                             response_body)
 SELECT delivery_id, attempt, started_at, duration_s, status, error, response_body
 FROM hookd.attempts_v30;
-SELECT setval('hookd.events_id_seq', greatest(events, 1), events IS NOT NULL AND events > 0),
-       setval('hookd.deliveries_id_seq', greatest(deliveries, 1), deliveries IS NOT NULL AND deliveries > 0)
+-- Where the old sequences stood (a fresh installation's first id stays 1).
+SELECT setval('hookd.events_id_seq', events, events_called),
+       setval('hookd.deliveries_id_seq', deliveries, deliveries_called)
 FROM hookd_v30_ids;
 DROP TABLE hookd.attempts_v30, hookd.deliveries_v30, hookd.events_v30;
 -- -- indexes, built once the rows are in (faster than row by row) ----------------------------

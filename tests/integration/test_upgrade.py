@@ -108,6 +108,16 @@ async def integrity(conn: asyncpg.Connection) -> dict[str, int]:
     return dict(row)
 
 
+async def partition_layout(conn: asyncpg.Connection) -> dict[str, int]:
+    """Rows per partition of the history tables (version 31), by partition name."""
+    rows = await conn.fetch(
+        "SELECT tableoid::regclass::text AS part, count(*) AS n FROM hookd.events GROUP BY 1"
+        " UNION ALL SELECT tableoid::regclass::text, count(*) FROM hookd.deliveries GROUP BY 1"
+        " UNION ALL SELECT tableoid::regclass::text, count(*) FROM hookd.attempts GROUP BY 1"
+    )
+    return {r["part"].removeprefix("hookd."): r["n"] for r in rows}
+
+
 async def test_migrate_applies_up_to_a_target_version(empty_dsn: str) -> None:
     conn = await asyncpg.connect(empty_dsn, timeout=10)
     try:
@@ -131,8 +141,23 @@ async def test_migrating_the_fixture_keeps_every_row_and_figure(empty_dsn: str) 
         assert await fx.counts(conn) == data["counts"]
         assert await integrity(conn) == {"orphan_deliveries": 0, "orphan_attempts": 0}
         after = await version_30_rows(conn, data)
+        layout = await partition_layout(conn)
     finally:
         await conn.close(timeout=5)
+    # Version 31's layout: open work in deliveries_open, the rest by state and day; history
+    # from before the upgrade's day in its "before" partition, nothing in the defaults.
+    by_state = data["counts"]["deliveries_by_state"]
+    assert layout["deliveries_open"] == by_state["pending"] + by_state["paused"]
+    assert (
+        sum(n for p, n in layout.items() if p.startswith("deliveries_delivered"))
+        == (by_state["delivered"])
+    )
+    assert (
+        sum(n for p, n in layout.items() if p.startswith("deliveries_failed"))
+        == (by_state["failed"])
+    )
+    assert not {p for p, n in layout.items() if p.endswith("_default") and n}, layout
+    assert any("_before_" in p and n for p, n in layout.items()), layout
     for table in KEYS:
         assert len(after[table]) == len(before[table]) == data["tables"][table]["rows"], table
         changed = [k for k, v in before[table].items() if after[table].get(k) != v]
