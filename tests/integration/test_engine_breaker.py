@@ -126,7 +126,7 @@ async def test_breaker_opens_waits_probes_and_drains_within_the_limit(
         mismatched = await db.fetch(
             "SELECT d.id, d.attempts, count(a.*) AS logged FROM hookd.deliveries d"
             " LEFT JOIN hookd.attempts a ON a.delivery_id = d.id"
-            " GROUP BY d.id HAVING d.attempts <> count(a.*)"
+            " GROUP BY d.id, d.attempts HAVING d.attempts <> count(a.*)"
         )
         assert mismatched == []
         assert await db.fetchval("SELECT count(*) FROM hookd.attempts") == rx.count
