@@ -102,10 +102,12 @@ WITH head AS (
     LEFT JOIN unnest($4::bigint[], $5::int[]) AS r (endpoint_id, room) ON r.endpoint_id = m.endpoint_id
 ), ins AS (
     -- Straight into the partition of open deliveries: its unique (event_id, endpoint_id) is the
-    -- conflict target (a partitioned table has none without the partition key).
-    INSERT INTO hookd.deliveries_open (event_id, endpoint_id, attempts, next_attempt_at,
+    -- conflict target (a partitioned table has none without the partition key). The id from the
+    -- parent's identity sequence, named: before PostgreSQL 17 a partition does not inherit it.
+    INSERT INTO hookd.deliveries_open (id, event_id, endpoint_id, attempts, next_attempt_at,
                                        lease_owner, ordering_key, event_created_at)
-    SELECT pairs.event_id, pairs.endpoint_id,
+    OVERRIDING SYSTEM VALUE
+    SELECT nextval('hookd.deliveries_id_seq'), pairs.event_id, pairs.endpoint_id,
            CASE WHEN lease THEN 1 ELSE 0 END,
            CASE WHEN lease THEN now() + make_interval(secs => $2) ELSE now() END,
            CASE WHEN lease THEN $3::uuid END,
