@@ -494,6 +494,10 @@ async def test_sighup_applies_security_allow_cidrs_to_deliveries(
                 "SELECT count(*) > 0 FROM hookd.attempts WHERE error LIKE '%refused%'",
                 timeout_s=10,
             )
+            # Its retries (0.1 s apart) end before the reload, or one could pass after it.
+            await wait_until(
+                db, "SELECT count(*) = 1 FROM hookd.deliveries WHERE state = 'failed'", timeout_s=10
+            )
             assert not sink.arrivals
 
             for event, allowed in ((2, ["127.0.0.0/8"]), (3, [])):

@@ -133,4 +133,5 @@ def test_invariants_under_any_sequence(ops: list[tuple[str, float]]) -> None:
             if op == "ok":
                 assert b.state is BreakerState.CLOSED
         if b.state is BreakerState.OPEN:
-            assert b.open_until - now <= S.max_cooldown_s
+            # (now + cooldown) - now may come out a rounding error above the cool-down.
+            assert b.open_until - now <= S.max_cooldown_s + 1e-9
