@@ -29,6 +29,7 @@ import asyncpg
 import pytest_asyncio
 
 from hookd import migrate
+from hookd.store import Store
 
 from support.pgserver import PgServer, free_port_below_ephemeral, pg_bin_override
 
@@ -259,3 +260,14 @@ async def db(dsn: str) -> AsyncIterator[asyncpg.Connection]:
         yield conn
     finally:
         await _close(conn)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def store(dsn: str) -> AsyncIterator[Store]:
+    """A Store on this test's database (a pool of 2, queries bounded at 60 s), closed after it.
+    A test module may define its own `store` with other settings."""
+    s = await Store.open(dsn, pool_size=2, connect_timeout_s=5.0, command_timeout_s=60.0)
+    try:
+        yield s
+    finally:
+        await s.close()

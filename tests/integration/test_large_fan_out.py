@@ -15,25 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import asyncpg
-import pytest_asyncio
 
 from hookd.signing import generate_secret
 from hookd.store import QUERIES, Store
 
 from support.daemon import publish, running_daemon, wait_until
 from support.receiver import Receiver
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def store(dsn: str) -> AsyncIterator[Store]:
-    s = await Store.open(dsn, pool_size=2, connect_timeout_s=5.0, command_timeout_s=60.0)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def _endpoints(db: asyncpg.Connection, base_url: str, n: int, types: str) -> list[int]:

@@ -8,12 +8,10 @@ today are "old" for a step run as if ten days from now."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from hookd.config import RetentionConfig
 from hookd.errors import Busy
@@ -40,15 +38,6 @@ PARENTS = (
 WHERE = """
 SELECT tableoid::regclass::text FROM hookd.deliveries WHERE id = $1
 """
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def store(dsn: str) -> AsyncIterator[Store]:
-    s = await Store.open(dsn, pool_size=2, connect_timeout_s=5.0, command_timeout_s=30.0)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 def _days_later(n: float) -> datetime:

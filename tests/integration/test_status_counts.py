@@ -3,26 +3,15 @@ exact on request (`hookd status --exact`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
 import orjson
 import pytest
-import pytest_asyncio
 
 from hookd.store import QUERIES, STATUS_EXACT_BELOW, Store
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def store(dsn: str) -> AsyncIterator[Store]:
-    s = await Store.open(dsn, pool_size=2, connect_timeout_s=5.0, command_timeout_s=30.0)
-    try:
-        yield s
-    finally:
-        await s.close()
 
 
 async def _pending(db: asyncpg.Connection, n: int, state: str = "pending") -> None:
