@@ -32,11 +32,7 @@ async def cmd_retention(args: argparse.Namespace) -> int:
 
     async def go(store: Store) -> int:
         if args.apply:
-            actions = await store.maintain_history(
-                cfg.delivered_keep_s if cfg.enabled else None,
-                cfg.dead_letter_keep_s if cfg.enabled else None,
-                cfg.partitions_ahead,
-            )
+            actions = await store.maintain_history(*cfg.keeps(), cfg.partitions_ahead)
             for a in actions:
                 kept = f" ({a.rows} rows kept, in its default)" if a.action == "drop" else ""
                 rows = f" ({a.rows} rows)" if a.action == "delete" else ""

@@ -245,6 +245,10 @@ class RetentionConfig:
     check_interval_s: float = 3600.0
     """Seconds between maintenance steps (partitions ahead, drops); one daemon at a time runs one."""
 
+    def keeps(self) -> tuple[float | None, float | None]:
+        """(delivered_keep_s, dead_letter_keep_s) for a step; (None, None) keeps everything."""
+        return (self.delivered_keep_s, self.dead_letter_keep_s) if self.enabled else (None, None)
+
 
 @dataclass(frozen=True, slots=True)
 class LogConfig:

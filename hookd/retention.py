@@ -39,11 +39,7 @@ class Retention:
         """Run one step now; True when it completed (or another daemon's was running)."""
         cfg = self._cfg
         try:
-            actions = await self._store.maintain_history(
-                cfg.delivered_keep_s if cfg.enabled else None,
-                cfg.dead_letter_keep_s if cfg.enabled else None,
-                cfg.partitions_ahead,
-            )
+            actions = await self._store.maintain_history(*cfg.keeps(), cfg.partitions_ahead)
         except (StoreUnavailable, Busy) as exc:
             self._metrics.db_errors.inc()
             log.warning("retention step failed (%s); trying again in %.0f s", exc, self._delay())
